@@ -1,0 +1,8 @@
+// Copyright 2026 The ChromiumOS Authors
+// Use of this source code is governed by a BSD-style license that can be
+// found in the LICENSE file.
+
+//! Test-only devices and clients for `vfio_user_server`'s end-to-end tests and benchmarks.
+
+pub mod raw_client;
+pub mod reference;

@@ -1,0 +1,414 @@
+// Copyright 2026 The ChromiumOS Authors
+// Use of this source code is governed by a BSD-style license that can be
+// found in the LICENSE file.
+
+//! One client connection: the message loop, replies, server-to-client requests and the cleanup
+//! after a disconnect. Command handlers live in `commands.rs`.
+
+use std::collections::VecDeque;
+use std::io;
+use std::mem::size_of;
+use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
+use std::os::fd::BorrowedFd;
+use std::os::fd::RawFd;
+use std::os::unix::net::UnixStream;
+
+use log::debug;
+use log::warn;
+use zerocopy::IntoBytes;
+
+use crate::capabilities::ClientCapabilities;
+use crate::capabilities::ServerCapabilities;
+use crate::device::ClientDma;
+use crate::device::Device;
+use crate::device::DeviceContext;
+use crate::device::DeviceDescription;
+use crate::dma::GuestMemory;
+use crate::error::Disposition;
+use crate::error::Error;
+use crate::error::Result;
+use crate::irq::Interrupts;
+use crate::message::read_message;
+use crate::message::send_message;
+use crate::message::Incoming;
+use crate::message::Message;
+use crate::message::Transport;
+use crate::pci::BarRegisters;
+use crate::protocol::*;
+use crate::region::validate;
+use crate::region::InvalidDescription;
+use crate::sys;
+
+/// Client commands that arrive while the server waits for a reply to its own request are kept
+/// here; a client that floods them is cut off.
+const MAX_BACKLOG: usize = 4096;
+/// How long the server waits for the client to answer a DMA_READ/DMA_WRITE.
+const CLIENT_REPLY_TIMEOUT_MS: i32 = 5000;
+
+/// A transport the connection can wait on.
+pub trait Pollable {
+    /// Waits until data can be read or `timeout_ms` passes; true if readable.
+    fn wait_readable(&self, timeout_ms: i32) -> io::Result<bool>;
+}
+
+impl Pollable for UnixStream {
+    fn wait_readable(&self, timeout_ms: i32) -> io::Result<bool> {
+        sys::wait_readable(self.as_fd(), timeout_ms)
+    }
+}
+
+impl Pollable for crate::message::MemoryTransport {
+    fn wait_readable(&self, _timeout_ms: i32) -> io::Result<bool> {
+        Ok(true)
+    }
+}
+
+/// Whether the connection is still up after a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Status {
+    Open,
+    Closed,
+}
+
+/// The socket side of a connection: framing, replies and requests to the client.
+pub(crate) struct Session<T> {
+    pub(crate) transport: T,
+    pub(crate) ours: ServerCapabilities,
+    /// Set by VERSION.
+    pub(crate) client: Option<ClientCapabilities>,
+    backlog: VecDeque<Message>,
+    next_request_id: u16,
+}
+
+impl<T: Transport + Pollable> Session<T> {
+    /// The largest message the server accepts: a full data transfer plus the largest fixed part.
+    pub(crate) fn max_message_size(&self) -> u64 {
+        (HEADER_SIZE + 64) as u64 + u64::from(self.ours.max_data_xfer_size)
+    }
+
+    fn next_message(&mut self) -> Result<Incoming> {
+        if let Some(message) = self.backlog.pop_front() {
+            return Ok(Incoming::Message(message));
+        }
+        let max = self.max_message_size();
+        read_message(&mut self.transport, max)
+    }
+
+    /// Sends the successful reply to `request`, unless the client asked for none.
+    pub(crate) fn reply(
+        &mut self,
+        request: &Header,
+        body: &[&[u8]],
+        fds: &[BorrowedFd],
+    ) -> Result<()> {
+        if request.no_reply() {
+            return Ok(());
+        }
+        let header = Header {
+            msg_id: request.msg_id,
+            command: request.command,
+            msg_size: 0,
+            flags: header_flags::TYPE_REPLY,
+            error: 0,
+        };
+        send_message(&mut self.transport, header, body, fds)
+    }
+
+    /// Sends an error reply. `shape` is the body a client that ignores the ERROR flag reads
+    /// (cloud-hypervisor reads fixed-size replies and would hang on a bare header).
+    pub(crate) fn reply_error(&mut self, request: &Header, errno: i32, shape: &[u8]) -> Result<()> {
+        let header = Header {
+            msg_id: request.msg_id,
+            command: request.command,
+            msg_size: 0,
+            flags: header_flags::TYPE_REPLY | header_flags::ERROR,
+            error: errno as u32,
+        };
+        send_message(&mut self.transport, header, &[shape], &[])
+    }
+
+    /// Sends a request to the client and waits for its reply, queueing the client's own commands
+    /// that arrive meanwhile.
+    fn request(&mut self, command: u16, body: &[&[u8]]) -> Result<Message> {
+        let msg_id = self.next_request_id;
+        self.next_request_id = self.next_request_id.wrapping_add(1);
+        let header = Header {
+            msg_id,
+            command,
+            msg_size: 0,
+            flags: header_flags::TYPE_COMMAND,
+            error: 0,
+        };
+        send_message(&mut self.transport, header, body, &[])?;
+        loop {
+            if !self
+                .transport
+                .wait_readable(CLIENT_REPLY_TIMEOUT_MS)
+                .map_err(Error::Socket)?
+            {
+                return Err(Error::Socket(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client did not answer a DMA request",
+                )));
+            }
+            let max = self.max_message_size();
+            let message = match read_message(&mut self.transport, max)? {
+                Incoming::Message(message) => message,
+                Incoming::Oversized(header) | Incoming::Unframed(header) => {
+                    return Err(Error::MessageTooLarge {
+                        size: u64::from(header.msg_size),
+                        max,
+                    })
+                }
+            };
+            let header = message.header;
+            if header.message_type() == header_flags::TYPE_REPLY
+                && header.msg_id == msg_id
+                && header.command == command
+            {
+                return Ok(message);
+            }
+            if self.backlog.len() >= MAX_BACKLOG {
+                return Err(Error::Socket(io::Error::other(
+                    "too many client commands while waiting for a reply",
+                )));
+            }
+            self.backlog.push_back(message);
+        }
+    }
+
+    fn max_transfer(&self) -> usize {
+        let theirs = self.client.unwrap_or_default().max_data_xfer_size;
+        theirs.min(self.ours.max_data_xfer_size).max(1) as usize
+    }
+}
+
+impl<T: Transport + Pollable> ClientDma for Session<T> {
+    fn dma_read(&mut self, address: u64, buf: &mut [u8]) -> Result<()> {
+        let chunk_size = self.max_transfer();
+        for (i, chunk) in buf.chunks_mut(chunk_size).enumerate() {
+            let chunk_address = address + (i * chunk_size) as u64;
+            let request = DmaAccess {
+                address: chunk_address,
+                count: chunk.len() as u64,
+            };
+            let reply = self.request(command::DMA_READ, &[request.as_bytes()])?;
+            if reply.header.is_error() {
+                return Err(Error::DmaAccessRefused {
+                    address: chunk_address,
+                    errno: reply.header.error,
+                });
+            }
+            let data = reply
+                .body
+                .get(size_of::<DmaAccess>()..size_of::<DmaAccess>() + chunk.len())
+                .ok_or(Error::BodyTooShort {
+                    command: command::DMA_READ,
+                    actual: reply.body.len(),
+                    needed: size_of::<DmaAccess>() + chunk.len(),
+                })?;
+            chunk.copy_from_slice(data);
+        }
+        Ok(())
+    }
+
+    fn dma_write(&mut self, address: u64, data: &[u8]) -> Result<()> {
+        let chunk_size = self.max_transfer();
+        for (i, chunk) in data.chunks(chunk_size).enumerate() {
+            let chunk_address = address + (i * chunk_size) as u64;
+            let request = DmaAccess {
+                address: chunk_address,
+                count: chunk.len() as u64,
+            };
+            let reply = self.request(command::DMA_WRITE, &[request.as_bytes(), chunk])?;
+            if reply.header.is_error() {
+                return Err(Error::DmaAccessRefused {
+                    address: chunk_address,
+                    errno: reply.header.error,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A connected client and the device it drives.
+///
+/// The owner polls [`Connection::as_raw_fd`] (or just calls [`Connection::run`]) and calls
+/// [`Connection::handle_message`] when it is readable. Dropping the connection does what a
+/// disconnect does: closes the client's eventfds, unmaps its memory and resets the device.
+pub struct Connection<'d, T: Transport + Pollable> {
+    pub(crate) session: Session<T>,
+    pub(crate) device: &'d mut dyn Device,
+    pub(crate) description: DeviceDescription,
+    pub(crate) bars: BarRegisters,
+    pub(crate) memory: GuestMemory,
+    pub(crate) interrupts: Interrupts,
+    torn_down: bool,
+}
+
+impl<'d, T: Transport + Pollable> Connection<'d, T> {
+    pub fn new(
+        transport: T,
+        device: &'d mut dyn Device,
+        capabilities: ServerCapabilities,
+    ) -> std::result::Result<Connection<'d, T>, InvalidDescription> {
+        let description = validate(device.description())?;
+        let memory = GuestMemory::new(capabilities.max_dma_maps as usize);
+        let interrupts = Interrupts::new(description.irqs);
+        device.connected(memory.clone(), interrupts.clone());
+        Ok(Connection {
+            session: Session {
+                transport,
+                ours: capabilities,
+                client: None,
+                backlog: VecDeque::new(),
+                next_request_id: 0,
+            },
+            bars: BarRegisters::new(&description.regions),
+            description,
+            device,
+            memory,
+            interrupts,
+            torn_down: false,
+        })
+    }
+
+    /// The client's memory, as the device sees it.
+    pub fn memory(&self) -> &GuestMemory {
+        &self.memory
+    }
+
+    pub fn interrupts(&self) -> &Interrupts {
+        &self.interrupts
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.session.transport
+    }
+
+    /// Whether queued messages wait, so the owner must not sleep on the fd before handling them.
+    pub fn has_backlog(&self) -> bool {
+        !self.session.backlog.is_empty()
+    }
+
+    /// Reads and handles one message. Errors caused by the client are answered with error
+    /// replies; `Closed` means the client went away or broke the framing.
+    pub fn handle_message(&mut self) -> Status {
+        if self.torn_down {
+            return Status::Closed;
+        }
+        let incoming = match self.session.next_message() {
+            Ok(incoming) => incoming,
+            Err(Error::Disconnected) => return self.close("client disconnected"),
+            Err(e) => return self.close(&format!("receive failed: {e}")),
+        };
+        let (header, result) = match incoming {
+            Incoming::Message(message) => {
+                let header = message.header;
+                let shape = self.error_shape(&message);
+                (header, self.dispatch(message).map_err(|e| (e, shape)))
+            }
+            Incoming::Oversized(header) => {
+                let max = self.session.max_message_size();
+                let error = Error::MessageTooLarge {
+                    size: u64::from(header.msg_size),
+                    max,
+                };
+                (header, Err((error, Vec::new())))
+            }
+            Incoming::Unframed(header) => {
+                let error = Error::MessageTooShort(header.msg_size);
+                (header, Err((error, Vec::new())))
+            }
+        };
+        let Err((error, shape)) = result else {
+            return Status::Open;
+        };
+        let disposition = error.disposition();
+        warn!(
+            "command {} (id {}) failed: {error}",
+            header.command, header.msg_id
+        );
+        let errno = match disposition {
+            Disposition::Close => return self.close(&error.to_string()),
+            Disposition::Reply(errno) | Disposition::ReplyAndClose(errno) => errno,
+        };
+        // A command that asked for no reply gets none, even for an error: the client is not
+        // waiting for one.
+        let is_command = header.message_type() == header_flags::TYPE_COMMAND;
+        if !header.no_reply() || !is_command {
+            if let Err(e) = self.session.reply_error(&header, errno, &shape) {
+                return self.close(&format!("error reply failed: {e}"));
+            }
+        }
+        if disposition == Disposition::Reply(errno) {
+            Status::Open
+        } else {
+            self.close(&error.to_string())
+        }
+    }
+
+    /// Handles messages until the client disconnects.
+    pub fn run(&mut self) {
+        while self.handle_message() == Status::Open {}
+    }
+
+    fn close(&mut self, why: &str) -> Status {
+        debug!("closing connection: {why}");
+        self.teardown();
+        Status::Closed
+    }
+
+    /// What a disconnect does: the client's eventfds are closed, its memory unmapped (after the
+    /// device has let go of it), and the device reset, ready for the next client.
+    fn teardown(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        self.torn_down = true;
+        self.interrupts.clear();
+        let maps: Vec<(u64, u64)> = self
+            .memory
+            .lock()
+            .regions()
+            .map(|region| (region.address, region.size))
+            .collect();
+        for (address, size) in maps {
+            self.device.dma_unmapping(address, size);
+        }
+        let unmapped = self.memory.lock().clear();
+        drop(unmapped);
+        self.device.disconnected();
+        if let Err(e) = self.device.reset() {
+            warn!("device reset after disconnect failed: {e}");
+        }
+        self.bars.reset();
+    }
+
+    /// Runs `f` with a device context for this connection.
+    pub(crate) fn with_device<R>(
+        &mut self,
+        f: impl FnOnce(&mut dyn Device, &mut DeviceContext) -> R,
+    ) -> R {
+        let mut ctx = DeviceContext {
+            memory: &self.memory,
+            interrupts: &self.interrupts,
+            client: &mut self.session,
+        };
+        f(&mut *self.device, &mut ctx)
+    }
+}
+
+impl<T: Transport + Pollable + AsRawFd> AsRawFd for Connection<'_, T> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.session.transport.as_raw_fd()
+    }
+}
+
+impl<T: Transport + Pollable> Drop for Connection<'_, T> {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}

@@ -1,0 +1,626 @@
+// Copyright 2026 The ChromiumOS Authors
+// Use of this source code is governed by a BSD-style license that can be
+// found in the LICENSE file.
+
+//! The DMA table (the client memory a device may reach) and bounded access to it.
+//!
+//! Every access holds the table's read lock for the length of the copy, and DMA_UNMAP takes the
+//! write lock: an unmap therefore waits for in-flight accesses to the region before the server
+//! replies, and no access can start on a region once it is gone.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::os::fd::AsFd;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::RwLock;
+use std::sync::RwLockReadGuard;
+use std::sync::RwLockWriteGuard;
+
+use crate::error::Error;
+use crate::error::Result;
+use crate::protocol::DmaMap;
+use crate::protocol::DMA_MAP_FLAG_READ;
+use crate::protocol::DMA_MAP_FLAG_WRITE;
+use crate::sys;
+use crate::sys::MappedFile;
+
+/// One DMA map as the client described it.
+#[derive(Debug)]
+pub struct DmaRegion {
+    pub address: u64,
+    pub size: u64,
+    pub readable: bool,
+    pub writable: bool,
+    /// Offset of the map in the client's fd (0 without an fd).
+    pub file_offset: u64,
+    /// The server's own mapping, when the client sent an fd.
+    mapping: Option<Mapping>,
+}
+
+#[derive(Debug)]
+struct Mapping {
+    file: MappedFile,
+    /// Where `address` lies inside `file` (the fd offset rounded down to a page).
+    delta: usize,
+}
+
+impl DmaRegion {
+    fn end(&self) -> u64 {
+        // Cannot overflow: checked when the map was added.
+        self.address + self.size
+    }
+
+    pub fn is_mapped(&self) -> bool {
+        self.mapping.is_some()
+    }
+
+    fn same_as(&self, other: &DmaMap, has_fd: bool) -> bool {
+        self.address == other.address
+            && self.size == other.size
+            && self.file_offset == other.offset
+            && self.readable == (other.flags & DMA_MAP_FLAG_READ != 0)
+            && self.writable == (other.flags & DMA_MAP_FLAG_WRITE != 0)
+            && self.is_mapped() == has_fd
+    }
+
+    /// Host pointer for `address`; the caller has checked that it lies inside the region.
+    fn host_ptr(&self, address: u64) -> Option<*mut u8> {
+        let mapping = self.mapping.as_ref()?;
+        let offset = mapping.delta + (address - self.address) as usize;
+        // Stays inside the mapping: offset < delta + size == mapping length.
+        Some(mapping.file.as_ptr().wrapping_add(offset))
+    }
+}
+
+/// The client's DMA maps, keyed by start address. Maps never overlap.
+#[derive(Debug, Default)]
+pub struct DmaTable {
+    regions: BTreeMap<u64, DmaRegion>,
+    max_maps: usize,
+}
+
+impl DmaTable {
+    pub fn new(max_maps: usize) -> DmaTable {
+        DmaTable {
+            regions: BTreeMap::new(),
+            max_maps,
+        }
+    }
+
+    /// Adds a map; with an fd the memory is mapped MAP_SHARED once, here.
+    pub fn add(&mut self, map: &DmaMap, fd: Option<OwnedFd>) -> Result<()> {
+        let invalid = Error::DmaMapInvalid {
+            address: map.address,
+            size: map.size,
+        };
+        // Rule: a map covers at least one byte and does not wrap the address space.
+        let end = match map.address.checked_add(map.size) {
+            Some(end) if map.size > 0 => end,
+            _ => return Err(invalid),
+        };
+        // Rule: a map is readable, writable or both.
+        if map.flags & !(DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE) != 0
+            || map.flags & (DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE) == 0
+        {
+            return Err(invalid);
+        }
+        // Rule: a map already known with the same parameters is not an error (clients re-send
+        // maps after a memory-layout change); any other overlap is.
+        if let Some(existing) = self.overlapping(map.address, end).next() {
+            if existing.same_as(map, fd.is_some()) {
+                return Ok(());
+            }
+            return Err(Error::DmaMapOverlaps {
+                address: map.address,
+                size: map.size,
+            });
+        }
+        // Rule: the number of simultaneous maps is bounded by what we advertised.
+        if self.regions.len() >= self.max_maps {
+            return Err(Error::DmaMapTooMany(self.max_maps));
+        }
+        let readable = map.flags & DMA_MAP_FLAG_READ != 0;
+        let writable = map.flags & DMA_MAP_FLAG_WRITE != 0;
+        let mapping = match fd {
+            Some(fd) => {
+                let page = sys::page_size();
+                let aligned = map.offset & !(page - 1);
+                let delta = map.offset - aligned;
+                let len = usize::try_from(map.size)
+                    .ok()
+                    .and_then(|size| size.checked_add(delta as usize))
+                    .ok_or(invalid)?;
+                let file = MappedFile::map(fd.as_fd(), aligned, len, readable, writable)
+                    .map_err(Error::Mmap)?;
+                Some(Mapping {
+                    file,
+                    delta: delta as usize,
+                })
+            }
+            None => None,
+        };
+        self.regions.insert(
+            map.address,
+            DmaRegion {
+                address: map.address,
+                size: map.size,
+                readable,
+                writable,
+                file_offset: map.offset,
+                mapping,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes every map inside `address..address+size` and returns them. Unknown ranges are
+    /// tolerated (nothing is removed); a map that lies only partly inside the range is an error,
+    /// since a map cannot be split.
+    pub fn remove(&mut self, address: u64, size: u64) -> Result<Vec<DmaRegion>> {
+        let end = address
+            .checked_add(size)
+            .ok_or(Error::DmaMapInvalid { address, size })?;
+        let inside: Vec<u64> = self
+            .overlapping(address, end)
+            .map(|region| {
+                if region.address < address || region.end() > end {
+                    Err(Error::DmaMapInvalid { address, size })
+                } else {
+                    Ok(region.address)
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(inside
+            .into_iter()
+            .filter_map(|start| self.regions.remove(&start))
+            .collect())
+    }
+
+    /// Removes every map.
+    pub fn clear(&mut self) -> Vec<DmaRegion> {
+        std::mem::take(&mut self.regions).into_values().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.regions.len()
+    }
+
+    pub fn regions(&self) -> impl Iterator<Item = &DmaRegion> {
+        self.regions.values()
+    }
+
+    /// Maps that intersect `start..end`, in address order.
+    fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = &DmaRegion> {
+        let before = self
+            .regions
+            .range(..start)
+            .next_back()
+            .map(|(_, region)| region)
+            .filter(|region| region.end() > start);
+        before.into_iter().chain(
+            self.regions
+                .range(start..)
+                .map(|(_, region)| region)
+                .take_while(move |region| region.address < end),
+        )
+    }
+
+    /// The map containing `address`.
+    fn find(&self, address: u64) -> Option<&DmaRegion> {
+        self.regions
+            .range(..=address)
+            .next_back()
+            .map(|(_, region)| region)
+            .filter(|region| address < region.end())
+    }
+
+    /// Splits `address..address+len` into pieces, one per map, failing if any byte is outside
+    /// the maps or the access is not allowed.
+    fn pieces(&self, address: u64, len: usize, write: bool) -> Result<Vec<Piece<'_>>> {
+        let out_of_range = || Error::DmaAccessOutOfRange {
+            address,
+            len: len as u64,
+        };
+        let end = address.checked_add(len as u64).ok_or_else(out_of_range)?;
+        let mut pieces = Vec::new();
+        let mut cursor = address;
+        let mut done = 0usize;
+        while cursor < end {
+            let region = self.find(cursor).ok_or_else(out_of_range)?;
+            if (write && !region.writable) || (!write && !region.readable) {
+                return Err(out_of_range());
+            }
+            let piece_end = end.min(region.end());
+            let piece_len = (piece_end - cursor) as usize;
+            pieces.push(Piece {
+                region,
+                address: cursor,
+                buf_offset: done,
+                len: piece_len,
+            });
+            done += piece_len;
+            cursor = piece_end;
+        }
+        Ok(pieces)
+    }
+}
+
+/// Part of an access that falls inside one map, as the message loop sees it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct PieceInfo {
+    pub address: u64,
+    pub buf_offset: usize,
+    pub len: usize,
+    /// The server mmapped this map; otherwise it is reached with DMA_READ/DMA_WRITE.
+    pub mapped: bool,
+}
+
+/// Part of an access that falls inside one map.
+struct Piece<'a> {
+    region: &'a DmaRegion,
+    address: u64,
+    buf_offset: usize,
+    len: usize,
+}
+
+/// A contiguous piece of client memory, valid while the closure that received it runs.
+///
+/// It cannot be kept: DMA_UNMAP waits for it to be released. Copies go through raw pointers since
+/// the guest may change the memory at any time.
+pub struct GuestSlice<'a> {
+    ptr: *mut u8,
+    len: usize,
+    writable: bool,
+    _table: PhantomData<&'a DmaTable>,
+}
+
+impl GuestSlice<'_> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies `buf.len()` bytes starting at `offset` in the slice into `buf`.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check(offset, buf.len())?;
+        // SAFETY: check() proved offset..offset+len lies inside the mapping, which the table's
+        // read lock keeps alive; buf is a distinct Rust buffer.
+        unsafe { sys::copy_guest(self.ptr.add(offset), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Copies `data` into the slice starting at `offset`.
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check(offset, data.len())?;
+        if !self.writable {
+            return Err(Error::DmaAccessOutOfRange {
+                address: offset as u64,
+                len: data.len() as u64,
+            });
+        }
+        // SAFETY: as in read_at, and the mapping is writable.
+        unsafe { sys::copy_guest(data.as_ptr(), self.ptr.add(offset), data.len()) };
+        Ok(())
+    }
+
+    /// The host address of the slice, for handing to a system call (e.g. an iovec). It is valid
+    /// only while the closure that received this slice runs.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    fn check(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(Error::DmaAccessOutOfRange {
+                address: offset as u64,
+                len: len as u64,
+            }),
+        }
+    }
+}
+
+/// A shareable handle on a connection's DMA table: devices keep a clone for their worker threads.
+#[derive(Clone, Debug, Default)]
+pub struct GuestMemory {
+    table: Arc<RwLock<DmaTable>>,
+}
+
+impl GuestMemory {
+    pub fn new(max_maps: usize) -> GuestMemory {
+        GuestMemory {
+            table: Arc::new(RwLock::new(DmaTable::new(max_maps))),
+        }
+    }
+
+    /// Reads guest memory at `address` into `buf`. The range may span adjacent maps, but every
+    /// byte must be inside a map that the server could mmap.
+    pub fn read(&self, address: u64, buf: &mut [u8]) -> Result<()> {
+        let table = self.read_table();
+        for piece in table.pieces(address, buf.len(), false)? {
+            let src =
+                piece
+                    .region
+                    .host_ptr(piece.address)
+                    .ok_or(Error::DmaAccessRequiresClient {
+                        address: piece.address,
+                    })?;
+            let dst = &mut buf[piece.buf_offset..piece.buf_offset + piece.len];
+            // SAFETY: pieces() proved address..+len lies inside this region's mapping, which the
+            // read lock keeps mapped; dst is a distinct Rust buffer of the same length.
+            unsafe { sys::copy_guest(src, dst.as_mut_ptr(), piece.len) };
+        }
+        Ok(())
+    }
+
+    /// Writes `data` to guest memory at `address`, under the same rules as [`GuestMemory::read`].
+    pub fn write(&self, address: u64, data: &[u8]) -> Result<()> {
+        let table = self.read_table();
+        for piece in table.pieces(address, data.len(), true)? {
+            let dst =
+                piece
+                    .region
+                    .host_ptr(piece.address)
+                    .ok_or(Error::DmaAccessRequiresClient {
+                        address: piece.address,
+                    })?;
+            let src = &data[piece.buf_offset..piece.buf_offset + piece.len];
+            // SAFETY: as in read(); the region was mapped writable (pieces() checked `writable`).
+            unsafe { sys::copy_guest(src.as_ptr(), dst, piece.len) };
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the guest memory `address..address+len`, which must lie inside one mmapped
+    /// map. An unmap of that map waits until `f` returns.
+    pub fn with_slice<R>(
+        &self,
+        address: u64,
+        len: usize,
+        f: impl FnOnce(&GuestSlice) -> R,
+    ) -> Result<R> {
+        let table = self.read_table();
+        let pieces = table.pieces(address, len, false)?;
+        let (region, ptr) = match pieces.as_slice() {
+            [] => return Ok(f(&empty_slice())),
+            [piece] => (
+                piece.region,
+                piece
+                    .region
+                    .host_ptr(piece.address)
+                    .ok_or(Error::DmaAccessRequiresClient { address })?,
+            ),
+            // A slice cannot span two separate mappings.
+            _ => {
+                return Err(Error::DmaAccessOutOfRange {
+                    address,
+                    len: len as u64,
+                })
+            }
+        };
+        let slice = GuestSlice {
+            ptr,
+            len,
+            writable: region.writable,
+            _table: PhantomData,
+        };
+        Ok(f(&slice))
+    }
+
+    /// Whether every byte of the range is inside a map (mmapped or not).
+    pub fn contains(&self, address: u64, len: u64) -> bool {
+        usize::try_from(len)
+            .ok()
+            .is_some_and(|len| self.read_table().pieces(address, len, false).is_ok())
+    }
+
+    /// How an access splits over the maps, or an error if any byte is outside them. Only the
+    /// message loop may act on the result: it is the only thread that changes the table.
+    pub(crate) fn pieces(&self, address: u64, len: usize, write: bool) -> Result<Vec<PieceInfo>> {
+        let table = self.read_table();
+        Ok(table
+            .pieces(address, len, write)?
+            .into_iter()
+            .map(|piece| PieceInfo {
+                address: piece.address,
+                buf_offset: piece.buf_offset,
+                len: piece.len,
+                mapped: piece.region.is_mapped(),
+            })
+            .collect())
+    }
+
+    pub(crate) fn lock(&self) -> RwLockWriteGuard<'_, DmaTable> {
+        self.table
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn read_table(&self) -> RwLockReadGuard<'_, DmaTable> {
+        self.table
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Number of maps in the table.
+    pub fn map_count(&self) -> usize {
+        self.read_table().len()
+    }
+}
+
+fn empty_slice<'a>() -> GuestSlice<'a> {
+    GuestSlice {
+        ptr: std::ptr::NonNull::dangling().as_ptr(),
+        len: 0,
+        writable: false,
+        _table: PhantomData,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+
+    use super::*;
+
+    fn memfd(size: u64) -> OwnedFd {
+        sys::memfd(c"dma-test", size).unwrap().into()
+    }
+
+    fn map(address: u64, size: u64, offset: u64) -> DmaMap {
+        DmaMap {
+            argsz: 32,
+            flags: DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE,
+            offset,
+            address,
+            size,
+        }
+    }
+
+    #[test]
+    fn read_write_within_and_across_adjacent_maps() {
+        let memory = GuestMemory::new(16);
+        let fd = memfd(0x3000);
+        let fd2 = fd.try_clone().unwrap();
+        memory
+            .lock()
+            .add(&map(0x10000, 0x1000, 0), Some(fd))
+            .unwrap();
+        memory
+            .lock()
+            .add(&map(0x11000, 0x2000, 0x1000), Some(fd2))
+            .unwrap();
+
+        memory.write(0x10ffe, &[1, 2, 3, 4]).unwrap();
+        let mut back = [0u8; 4];
+        memory.read(0x10ffe, &mut back).unwrap();
+        assert_eq!(back, [1, 2, 3, 4]);
+
+        // A slice must not straddle two maps, even adjacent ones.
+        assert!(memory.with_slice(0x10ffe, 4, |_| ()).is_err());
+        memory
+            .with_slice(0x11000, 2, |slice| {
+                let mut two = [0u8; 2];
+                slice.read_at(0, &mut two).unwrap();
+                assert_eq!(two, [3, 4]);
+                assert!(slice.read_at(1, &mut two).is_err());
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn access_outside_the_maps_fails() {
+        let memory = GuestMemory::new(16);
+        memory
+            .lock()
+            .add(&map(0x1000, 0x1000, 0), Some(memfd(0x1000)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        // Runs past the end of the only map.
+        assert!(memory.read(0x1ffc, &mut buf).is_err());
+        // Before the map.
+        assert!(memory.read(0xff8, &mut buf).is_err());
+        // Wraps the address space.
+        assert!(memory.read(u64::MAX - 2, &mut buf).is_err());
+        assert!(memory.write(0x2000, &buf).is_err());
+        assert!(memory.read(0x1ff8, &mut buf).is_ok());
+    }
+
+    #[test]
+    fn overlaps_wraps_and_duplicates() {
+        let mut table = DmaTable::new(2);
+        table.add(&map(0x1000, 0x2000, 0), None).unwrap();
+        // Identical re-map is accepted without a second entry.
+        table.add(&map(0x1000, 0x2000, 0), None).unwrap();
+        assert_eq!(table.len(), 1);
+        // Overlaps at either end.
+        assert!(matches!(
+            table.add(&map(0x2000, 0x2000, 0), None),
+            Err(Error::DmaMapOverlaps { .. })
+        ));
+        assert!(table.add(&map(0x0, 0x1001, 0), None).is_err());
+        // Zero size and wrap.
+        assert!(table.add(&map(0x9000, 0, 0), None).is_err());
+        assert!(table.add(&map(u64::MAX - 0xfff, 0x2000, 0), None).is_err());
+        table.add(&map(0x3000, 0x1000, 0), None).unwrap();
+        assert!(matches!(
+            table.add(&map(0x8000, 0x1000, 0), None),
+            Err(Error::DmaMapTooMany(2))
+        ));
+        // Unknown range: tolerated. Partial: refused. Whole: removed.
+        assert!(table.remove(0x100000, 0x1000).unwrap().is_empty());
+        assert!(table.remove(0x1000, 0x1000).is_err());
+        assert_eq!(table.remove(0x1000, 0x2000).unwrap().len(), 1);
+        assert_eq!(table.clear().len(), 1);
+    }
+
+    #[test]
+    fn unmapped_ranges_need_the_client() {
+        let memory = GuestMemory::new(4);
+        memory.lock().add(&map(0x1000, 0x1000, 0), None).unwrap();
+        let mut buf = [0u8; 4];
+        assert!(matches!(
+            memory.read(0x1000, &mut buf),
+            Err(Error::DmaAccessRequiresClient { .. })
+        ));
+        assert_eq!(
+            memory.pieces(0x1000, 4, false).unwrap(),
+            vec![PieceInfo {
+                address: 0x1000,
+                buf_offset: 0,
+                len: 4,
+                mapped: false
+            }]
+        );
+    }
+
+    #[test]
+    fn unaligned_fd_offset_is_honoured() {
+        let memory = GuestMemory::new(4);
+        let fd = memfd(0x2000);
+        let file = std::fs::File::from(fd.try_clone().unwrap());
+        std::os::unix::fs::FileExt::write_all_at(&file, b"xyz", 0x1010).unwrap();
+        memory
+            .lock()
+            .add(&map(0x5000, 0x100, 0x1010), Some(fd))
+            .unwrap();
+        let mut back = [0u8; 3];
+        memory.read(0x5000, &mut back).unwrap();
+        assert_eq!(&back, b"xyz");
+    }
+
+    #[test]
+    fn unmap_waits_for_in_flight_access() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        use std::time::Instant;
+
+        let memory = GuestMemory::new(4);
+        memory
+            .lock()
+            .add(&map(0x1000, 0x1000, 0), Some(memfd(0x1000)))
+            .unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let worker_memory = memory.clone();
+        let worker = std::thread::spawn(move || {
+            worker_memory
+                .with_slice(0x1000, 16, |slice| {
+                    started_tx.send(()).unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                    slice.write_at(0, b"still mapped").unwrap();
+                    Instant::now()
+                })
+                .unwrap()
+        });
+        started_rx.recv().unwrap();
+        let removed = memory.lock().remove(0x1000, 0x1000).unwrap();
+        let unmapped_at = Instant::now();
+        let finished_at = worker.join().unwrap();
+        assert_eq!(removed.len(), 1);
+        assert!(finished_at <= unmapped_at);
+    }
+}

@@ -1,0 +1,53 @@
+// Copyright 2026 The ChromiumOS Authors
+// Use of this source code is governed by a BSD-style license that can be
+// found in the LICENSE file.
+
+//! The server side of the vfio-user protocol (QEMU `docs/interop/vfio-user.rst`): a PCI device
+//! lives in this process and a VMM (QEMU's `vfio-user-pci`, cloud-hypervisor's `--user-device`)
+//! drives it over a unix socket.
+//!
+//! A device implements [`Device`]; a [`Server`] accepts clients on a [`Listener`] and runs a
+//! [`Connection`] per client. The crate handles framing and fd passing, version negotiation,
+//! the DMA table with bounded guest-memory access ([`GuestMemory`]), the IRQ table
+//! ([`Interrupts`]), region info with sparse mmaps, ioeventfds, and BAR sizing in config space.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod capabilities;
+mod commands;
+mod connection;
+mod device;
+mod dma;
+mod error;
+mod irq;
+mod message;
+pub mod pci;
+pub mod protocol;
+mod region;
+mod server;
+pub mod sys;
+
+pub use capabilities::ClientCapabilities;
+pub use capabilities::ServerCapabilities;
+pub use connection::Connection;
+pub use connection::Pollable;
+pub use connection::Status;
+pub use device::BarType;
+pub use device::Device;
+pub use device::DeviceContext;
+pub use device::DeviceDescription;
+pub use device::IoEventFd;
+pub use device::RegionDescription;
+pub use device::RegionMmap;
+pub use dma::GuestMemory;
+pub use dma::GuestSlice;
+pub use error::Disposition;
+pub use error::Error;
+pub use error::Result;
+pub use irq::Interrupts;
+pub use irq::IrqCounts;
+pub use message::MemoryTransport;
+pub use message::Transport;
+pub use region::InvalidDescription;
+pub use server::Listener;
+pub use server::Server;
