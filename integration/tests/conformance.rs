@@ -349,3 +349,36 @@ fn many_reconnects_leak_nothing() {
         write64(&mut client, regs::SCRATCH, round);
     }
 }
+
+/// Socket activation: the listening socket arrives as an inherited fd.
+#[test]
+fn serves_an_inherited_listening_socket() {
+    use std::os::unix::net::UnixListener;
+    use std::os::unix::process::CommandExt;
+
+    let dir = std::env::temp_dir().join(format!("vfio-user-fd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("activated.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).unwrap();
+    let listener_fd = listener.as_raw_fd();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_reference-server"));
+    command.args(["--fd", "3"]);
+    // SAFETY: dup2 is async-signal-safe; it runs in the child between fork and exec, where it
+    // places the listening socket at fd 3 (without close-on-exec) as a service manager would.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(listener_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    drop(listener);
+    let mut client = Client::new(&path).expect("served on the inherited socket");
+    assert_eq!(read32(&mut client, 0, regs::ID), regs::MAGIC);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -171,7 +171,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
     }
 
     /// Validates the envelope of a message and runs its handler.
-    pub(crate) fn dispatch(&mut self, message: Message) -> Result<()> {
+    pub(crate) fn dispatch(&mut self, message: &mut Message) -> Result<()> {
         let header = message.header;
         match header.message_type() {
             header_flags::TYPE_COMMAND => {}
@@ -227,8 +227,8 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         }
     }
 
-    fn version(&mut self, message: Message) -> Result<()> {
-        let version: Version = fixed(&message)?;
+    fn version(&mut self, message: &mut Message) -> Result<()> {
+        let version: Version = fixed(message)?;
         // Rule: same major; any minor is answered with ours (0), which is <= the client's.
         if version.major != capabilities::MAJOR {
             return Err(Error::IncompatibleVersion {
@@ -249,15 +249,15 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             .reply(&message.header, &[reply.as_bytes(), &json], &[])
     }
 
-    fn dma_map(&mut self, mut message: Message) -> Result<()> {
-        let map: DmaMap = fixed(&message)?;
+    fn dma_map(&mut self, message: &mut Message) -> Result<()> {
+        let map: DmaMap = fixed(message)?;
         let fd = message.fds.pop();
         self.memory.lock().add(&map, fd)?;
         self.session.reply(&message.header, &[], &[])
     }
 
-    fn dma_unmap(&mut self, message: Message) -> Result<()> {
-        let unmap: DmaUnmap = fixed(&message)?;
+    fn dma_unmap(&mut self, message: &mut Message) -> Result<()> {
+        let unmap: DmaUnmap = fixed(message)?;
         let (address, size) = if unmap.flags & DMA_UNMAP_FLAG_ALL != 0 {
             // Rule: UNMAP_ALL names no range and comes with no other flag.
             if unmap.flags != DMA_UNMAP_FLAG_ALL || unmap.address != 0 || unmap.size != 0 {
@@ -299,8 +299,8 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         self.session.reply(&message.header, &[reply], &[])
     }
 
-    fn device_get_info(&mut self, message: Message) -> Result<()> {
-        let request: DeviceInfo = fixed(&message)?;
+    fn device_get_info(&mut self, message: &mut Message) -> Result<()> {
+        let request: DeviceInfo = fixed(message)?;
         check_argsz(request.argsz, size_of::<DeviceInfo>())?;
         let mut flags = DEVICE_FLAGS_PCI;
         if self.description.resettable {
@@ -315,8 +315,8 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         self.session.reply(&message.header, &[info.as_bytes()], &[])
     }
 
-    fn get_region_info(&mut self, message: Message) -> Result<()> {
-        let request: RegionInfo = fixed(&message)?;
+    fn get_region_info(&mut self, message: &mut Message) -> Result<()> {
+        let request: RegionInfo = fixed(message)?;
         let region = self
             .description
             .regions
@@ -327,8 +327,8 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         self.session.reply(&message.header, &[&reply], &fds)
     }
 
-    fn get_region_io_fds(&mut self, message: Message) -> Result<()> {
-        let request: RegionIoFds = fixed(&message)?;
+    fn get_region_io_fds(&mut self, message: &mut Message) -> Result<()> {
+        let request: RegionIoFds = fixed(message)?;
         check_argsz(request.argsz, size_of::<RegionIoFds>())?;
         let region = self
             .description
@@ -398,8 +398,8 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             .reply(&message.header, &[reply.as_bytes(), array], &fds)
     }
 
-    fn get_irq_info(&mut self, message: Message) -> Result<()> {
-        let request: IrqInfo = fixed(&message)?;
+    fn get_irq_info(&mut self, message: &mut Message) -> Result<()> {
+        let request: IrqInfo = fixed(message)?;
         check_argsz(request.argsz, size_of::<IrqInfo>())?;
         if request.index >= PCI_NUM_IRQS {
             return Err(Error::IrqIndexOutOfRange(request.index));
@@ -421,8 +421,8 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         self.session.reply(&message.header, &[info.as_bytes()], &[])
     }
 
-    fn set_irqs(&mut self, message: Message) -> Result<()> {
-        let set: IrqSet = fixed(&message)?;
+    fn set_irqs(&mut self, message: &mut Message) -> Result<()> {
+        let set: IrqSet = fixed(message)?;
         let data = &message.body[size_of::<IrqSet>()..];
         // Rule: DATA_BOOL carries one byte per interrupt of the range.
         if set.flags & IRQ_SET_DATA_BOOL != 0 && data.len() < set.count as usize {
@@ -435,7 +435,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         self.interrupts.set_irqs(IrqSetRequest {
             set,
             bools: data,
-            fds: message.fds,
+            fds: std::mem::take(&mut message.fds),
         })?;
         self.with_device(|device, ctx| {
             device.interrupts_changed(ctx, set.index, set.start, set.count)
@@ -518,8 +518,8 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             .map_err(Error::Device)
     }
 
-    fn region_read(&mut self, message: Message) -> Result<()> {
-        let access: RegionAccess = fixed(&message)?;
+    fn region_read(&mut self, message: &mut Message) -> Result<()> {
+        let access: RegionAccess = fixed(message)?;
         self.check_access(access.region, access.offset, u64::from(access.count), false)?;
         let mut data = vec![0u8; access.count as usize];
         self.read_region(access.region, access.offset, &mut data)?;
@@ -527,8 +527,8 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             .reply(&message.header, &[access.as_bytes(), &data], &[])
     }
 
-    fn region_write(&mut self, message: Message) -> Result<()> {
-        let access: RegionAccess = fixed(&message)?;
+    fn region_write(&mut self, message: &mut Message) -> Result<()> {
+        let access: RegionAccess = fixed(message)?;
         let data = &message.body[size_of::<RegionAccess>()..];
         // Rule: count says exactly how much data follows.
         if data.len() != access.count as usize {
@@ -544,11 +544,11 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             .reply(&message.header, &[access.as_bytes()], &[])
     }
 
-    fn region_write_multi(&mut self, message: Message) -> Result<()> {
+    fn region_write_multi(&mut self, message: &mut Message) -> Result<()> {
         if !self.session.ours.write_multiple {
             return Err(Error::NotSupported(command::REGION_WRITE_MULTI));
         }
-        let multi: WriteMultiHeader = fixed(&message)?;
+        let multi: WriteMultiHeader = fixed(message)?;
         // Rule: at most QEMU's 200 entries, all present in the body.
         let entries = &message.body[size_of::<WriteMultiHeader>()..];
         let needed = size_of::<WriteMultiHeader>() as u64
@@ -586,14 +586,14 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             .reply(&message.header, &[multi.as_bytes()], &[])
     }
 
-    fn device_reset(&mut self, message: Message) -> Result<()> {
+    fn device_reset(&mut self, message: &mut Message) -> Result<()> {
         self.device.reset().map_err(Error::Device)?;
         self.bars.reset();
         self.session.reply(&message.header, &[], &[])
     }
 
-    fn device_feature(&mut self, message: Message) -> Result<()> {
-        let request: DeviceFeature = fixed(&message)?;
+    fn device_feature(&mut self, message: &mut Message) -> Result<()> {
+        let request: DeviceFeature = fixed(message)?;
         check_argsz(request.argsz, size_of::<DeviceFeature>())?;
         let data = self
             .device
@@ -609,8 +609,8 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             .reply(&message.header, &[reply.as_bytes(), data], &[])
     }
 
-    fn mig_data_read(&mut self, message: Message) -> Result<()> {
-        let request: MigDataAccess = fixed(&message)?;
+    fn mig_data_read(&mut self, message: &mut Message) -> Result<()> {
+        let request: MigDataAccess = fixed(message)?;
         check_argsz(request.argsz, size_of::<MigDataAccess>())?;
         let max = self.session.ours.max_data_xfer_size;
         if request.size > max {
@@ -633,8 +633,8 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             .reply(&message.header, &[reply.as_bytes(), &data], &[])
     }
 
-    fn mig_data_write(&mut self, message: Message) -> Result<()> {
-        let request: MigDataAccess = fixed(&message)?;
+    fn mig_data_write(&mut self, message: &mut Message) -> Result<()> {
+        let request: MigDataAccess = fixed(message)?;
         let data = &message.body[size_of::<MigDataAccess>()..];
         if data.len() != request.size as usize {
             return Err(Error::BodyTooShort {

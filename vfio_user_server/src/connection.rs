@@ -305,10 +305,13 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
             Err(e) => return self.close(&format!("receive failed: {e}")),
         };
         let (header, result) = match incoming {
-            Incoming::Message(message) => {
-                let header = message.header;
-                let shape = self.error_shape(&message);
-                (header, self.dispatch(message).map_err(|e| (e, shape)))
+            Incoming::Message(mut message) => {
+                let result = self.dispatch(&mut message);
+                // Shaped only on failure: the success path stays allocation-light.
+                (
+                    message.header,
+                    result.map_err(|e| (e, self.error_shape(&message))),
+                )
             }
             Incoming::Oversized(header) => {
                 let max = self.session.max_message_size();

@@ -120,13 +120,13 @@ impl Interrupts {
     }
 
     /// Triggers an edge interrupt (MSI, MSI-X, ERR, REQ): delivered at once, or remembered as
-    /// pending while the vector is masked. Returns whether an eventfd was signalled.
+    /// pending while the vector is masked. Returns whether an eventfd was signalled. For INTx,
+    /// which is a level, this asserts the line: see [`Interrupts::set_intx`].
     pub fn trigger(&self, index: u32, vector: u32) -> bool {
-        let mut table = self.lock();
         if index == PCI_INTX_IRQ_INDEX {
-            drop(table);
-            return self.pulse_intx();
+            return self.set_intx(true);
         }
+        let mut table = self.lock();
         let Some(v) = table
             .vectors
             .get_mut(index as usize)
@@ -159,10 +159,6 @@ impl Interrupts {
         }
         v.masked = true;
         v.signal()
-    }
-
-    fn pulse_intx(&self) -> bool {
-        self.set_intx(true)
     }
 
     /// Whether a vector has an interrupt waiting for an unmask (the PBA bit of MSI-X).

@@ -141,3 +141,33 @@ impl<D: Device> Server<D> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vfio-user-listener-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn bind_replaces_only_stale_sockets() {
+        let stale = temp_path("stale.sock");
+        drop(UnixListener::bind(&stale).unwrap());
+        assert!(stale.exists(), "std leaves the socket file behind");
+        let listener = Listener::bind(&stale).unwrap();
+        assert!(
+            Listener::bind(&stale).is_err(),
+            "a live server is not replaced"
+        );
+        drop(listener);
+        assert!(!stale.exists(), "the path is removed on drop");
+
+        let file = temp_path("regular-file");
+        std::fs::write(&file, b"not a socket").unwrap();
+        assert!(Listener::bind(&file).is_err());
+        assert_eq!(std::fs::read(&file).unwrap(), b"not a socket");
+    }
+}
