@@ -6,3 +6,4 @@
 
 pub mod raw_client;
 pub mod reference;
+pub mod virtio;
