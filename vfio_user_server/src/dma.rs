@@ -41,6 +41,9 @@ pub struct DmaRegion {
 #[derive(Debug)]
 struct Mapping {
     file: MappedFile,
+    /// The client's fd, kept so that a device can map the memory its own way (a VMM library
+    /// that builds its guest memory from fds, as crosvm's does).
+    fd: Arc<OwnedFd>,
     /// Where `address` lies inside `file` (the fd offset rounded down to a page).
     delta: usize,
 }
@@ -71,6 +74,17 @@ impl DmaRegion {
         // Stays inside the mapping: offset < delta + size == mapping length.
         Some(mapping.file.as_ptr().wrapping_add(offset))
     }
+}
+
+/// One DMA map as devices see it.
+#[derive(Clone, Debug)]
+pub struct DmaMapInfo {
+    pub address: u64,
+    pub size: u64,
+    pub readable: bool,
+    pub writable: bool,
+    /// The client's fd and the map's offset in it; `None` for memory reached with messages.
+    pub fd: Option<(Arc<OwnedFd>, u64)>,
 }
 
 /// The client's DMA maps, keyed by start address. Maps never overlap.
@@ -135,6 +149,7 @@ impl DmaTable {
                     .map_err(Error::Mmap)?;
                 Some(Mapping {
                     file,
+                    fd: Arc::new(fd),
                     delta: delta as usize,
                 })
             }
@@ -444,6 +459,24 @@ impl GuestMemory {
         self.table
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The current maps, in address order. A device that maps the fds itself must drop its
+    /// mappings of a range in `Device::dma_unmapping`.
+    pub fn maps(&self) -> Vec<DmaMapInfo> {
+        self.read_table()
+            .regions()
+            .map(|region| DmaMapInfo {
+                address: region.address,
+                size: region.size,
+                readable: region.readable,
+                writable: region.writable,
+                fd: region
+                    .mapping
+                    .as_ref()
+                    .map(|mapping| (mapping.fd.clone(), region.file_offset)),
+            })
+            .collect()
     }
 
     /// Number of maps in the table.

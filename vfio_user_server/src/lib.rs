@@ -39,6 +39,7 @@ pub use device::DeviceDescription;
 pub use device::IoEventFd;
 pub use device::RegionDescription;
 pub use device::RegionMmap;
+pub use dma::DmaMapInfo;
 pub use dma::GuestMemory;
 pub use dma::GuestSlice;
 pub use error::Disposition;
