@@ -70,7 +70,7 @@ impl RegionDescription {
 }
 
 /// What a device looks like to a client. Read once per connection.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct DeviceDescription {
     /// Indexed by region index: BAR0-5, ROM, config space, VGA, then device-specific ones. QEMU
     /// requires at least 8, so fewer are padded with empty regions.
@@ -82,6 +82,17 @@ pub struct DeviceDescription {
     /// table (sizing probes included), so the device never sees them. On by default; a device
     /// that emulates its own BARs consistently with its regions may turn it off.
     pub emulate_bars: bool,
+}
+
+impl Default for DeviceDescription {
+    fn default() -> Self {
+        DeviceDescription {
+            regions: Vec::new(),
+            irqs: IrqCounts::default(),
+            resettable: false,
+            emulate_bars: true,
+        }
+    }
 }
 
 /// An eventfd the device watches for writes to part of a region (a doorbell), which a client
