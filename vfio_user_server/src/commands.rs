@@ -156,7 +156,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         shape[..echo].copy_from_slice(&message.body[..echo]);
         if message.header.command == command::REGION_READ {
             if let Some(access) = read_struct::<RegionAccess>(&message.body) {
-                if access.count <= self.session.ours.max_data_xfer_size {
+                if access.count <= self.channel.ours.max_data_xfer_size {
                     shape.resize(size + access.count as usize, 0xff);
                 }
             }
@@ -192,7 +192,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             return Err(Error::FdsTruncated);
         }
         // Rule: fds only on commands that take them, and no more than advertised.
-        let max_fds = spec.max_fds.min(self.session.ours.max_msg_fds as usize);
+        let max_fds = spec.max_fds.min(self.channel.ours.max_msg_fds as usize);
         if message.fds.len() > max_fds {
             return Err(Error::FdsUnexpected {
                 command: header.command,
@@ -200,7 +200,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             });
         }
         // Rule: VERSION comes first.
-        if self.session.client.is_none() && header.command != command::VERSION {
+        if self.channel.client.is_none() && header.command != command::VERSION {
             return Err(Error::NotSupported(header.command));
         }
         debug!(
@@ -237,15 +237,15 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             });
         }
         let data = &message.body[size_of::<Version>()..];
-        let (client, json) = capabilities::negotiate(data, &self.session.ours)?;
-        self.session.client = Some(client);
+        let (client, json) = capabilities::negotiate(data, &self.channel.ours)?;
+        self.channel.client = Some(client);
         let reply = Version {
             major: capabilities::MAJOR,
             minor: capabilities::MINOR,
         };
         let mut json = json.into_bytes();
         json.push(0);
-        self.session
+        self.channel
             .reply(&message.header, &[reply.as_bytes(), &json], &[])
     }
 
@@ -253,7 +253,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         let map: DmaMap = fixed(message)?;
         let fd = message.fds.pop();
         self.memory.lock().add(&map, fd)?;
-        self.session.reply(&message.header, &[], &[])
+        self.channel.reply(&message.header, &[], &[])
     }
 
     fn dma_unmap(&mut self, message: &mut Message) -> Result<()> {
@@ -296,7 +296,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         let removed = self.memory.lock().remove(address, size)?;
         drop(removed);
         let reply = &unmap.as_bytes()[..(unmap.argsz as usize).min(size_of::<DmaUnmap>())];
-        self.session.reply(&message.header, &[reply], &[])
+        self.channel.reply(&message.header, &[reply], &[])
     }
 
     fn device_get_info(&mut self, message: &mut Message) -> Result<()> {
@@ -312,7 +312,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             num_regions: self.description.regions.len() as u32,
             num_irqs: PCI_NUM_IRQS,
         };
-        self.session.reply(&message.header, &[info.as_bytes()], &[])
+        self.channel.reply(&message.header, &[info.as_bytes()], &[])
     }
 
     fn get_region_info(&mut self, message: &mut Message) -> Result<()> {
@@ -324,7 +324,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             .ok_or(Error::RegionIndexOutOfRange(request.index))?;
         let (reply, fd) = region_info_reply(request.index, region, request.argsz)?;
         let fds: Vec<BorrowedFd> = fd.into_iter().collect();
-        self.session.reply(&message.header, &[&reply], &fds)
+        self.channel.reply(&message.header, &[&reply], &fds)
     }
 
     fn get_region_io_fds(&mut self, message: &mut Message) -> Result<()> {
@@ -373,7 +373,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
                 datamatch: io_fd.datamatch.unwrap_or(0),
             });
         }
-        let client_max = self.session.client.unwrap_or_default().max_msg_fds as usize;
+        let client_max = self.channel.client.unwrap_or_default().max_msg_fds as usize;
         if fds.len() > client_max {
             return Err(Error::TransferTooLarge {
                 count: fds.len() as u64,
@@ -390,11 +390,11 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         if (request.argsz as usize) < full {
             // Too small for the array: say how much is needed, send no fds.
             return self
-                .session
+                .channel
                 .reply(&message.header, &[reply.as_bytes()], &[]);
         }
         let array = entries.as_bytes();
-        self.session
+        self.channel
             .reply(&message.header, &[reply.as_bytes(), array], &fds)
     }
 
@@ -418,7 +418,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             index: request.index,
             count,
         };
-        self.session.reply(&message.header, &[info.as_bytes()], &[])
+        self.channel.reply(&message.header, &[info.as_bytes()], &[])
     }
 
     fn set_irqs(&mut self, message: &mut Message) -> Result<()> {
@@ -440,7 +440,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         self.with_device(|device, ctx| {
             device.interrupts_changed(ctx, set.index, set.start, set.count)
         });
-        self.session.reply(&message.header, &[], &[])
+        self.channel.reply(&message.header, &[], &[])
     }
 
     /// Checks a region access and returns the region's index.
@@ -453,7 +453,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         if (write && !region.writable) || (!write && !region.readable) {
             return Err(Error::RegionNotAccessible(index));
         }
-        let max = u64::from(self.session.ours.max_data_xfer_size);
+        let max = u64::from(self.channel.ours.max_data_xfer_size);
         if count > max {
             return Err(Error::TransferTooLarge { count, max });
         }
@@ -523,7 +523,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         self.check_access(access.region, access.offset, u64::from(access.count), false)?;
         let mut data = vec![0u8; access.count as usize];
         self.read_region(access.region, access.offset, &mut data)?;
-        self.session
+        self.channel
             .reply(&message.header, &[access.as_bytes(), &data], &[])
     }
 
@@ -540,12 +540,12 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         }
         self.check_access(access.region, access.offset, u64::from(access.count), true)?;
         self.write_region(access.region, access.offset, data)?;
-        self.session
+        self.channel
             .reply(&message.header, &[access.as_bytes()], &[])
     }
 
     fn region_write_multi(&mut self, message: &mut Message) -> Result<()> {
-        if !self.session.ours.write_multiple {
+        if !self.channel.ours.write_multiple {
             return Err(Error::NotSupported(command::REGION_WRITE_MULTI));
         }
         let multi: WriteMultiHeader = fixed(message)?;
@@ -582,14 +582,14 @@ impl<T: Transport + Pollable> Connection<'_, T> {
                 &entry.data[..entry.count as usize],
             )?;
         }
-        self.session
+        self.channel
             .reply(&message.header, &[multi.as_bytes()], &[])
     }
 
     fn device_reset(&mut self, message: &mut Message) -> Result<()> {
         self.device.reset().map_err(Error::Device)?;
         self.bars.reset();
-        self.session.reply(&message.header, &[], &[])
+        self.channel.reply(&message.header, &[], &[])
     }
 
     fn device_feature(&mut self, message: &mut Message) -> Result<()> {
@@ -605,14 +605,14 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         };
         let room = request.argsz as usize - size_of::<DeviceFeature>();
         let data = &data[..data.len().min(room)];
-        self.session
+        self.channel
             .reply(&message.header, &[reply.as_bytes(), data], &[])
     }
 
     fn mig_data_read(&mut self, message: &mut Message) -> Result<()> {
         let request: MigDataAccess = fixed(message)?;
         check_argsz(request.argsz, size_of::<MigDataAccess>())?;
-        let max = self.session.ours.max_data_xfer_size;
+        let max = self.channel.ours.max_data_xfer_size;
         if request.size > max {
             return Err(Error::TransferTooLarge {
                 count: u64::from(request.size),
@@ -629,7 +629,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             argsz: (size_of::<MigDataAccess>() + data.len()) as u32,
             size: data.len() as u32,
         };
-        self.session
+        self.channel
             .reply(&message.header, &[reply.as_bytes(), &data], &[])
     }
 
@@ -650,7 +650,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
             argsz: size_of::<MigDataAccess>() as u32,
             size: request.size,
         };
-        self.session
+        self.channel
             .reply(&message.header, &[reply.as_bytes()], &[])
     }
 }

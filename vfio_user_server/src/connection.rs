@@ -72,7 +72,7 @@ pub enum Status {
 }
 
 /// The socket side of a connection: framing, replies and requests to the client.
-pub(crate) struct Session<T> {
+pub(crate) struct Channel<T> {
     pub(crate) transport: T,
     pub(crate) ours: ServerCapabilities,
     /// Set by VERSION.
@@ -81,7 +81,7 @@ pub(crate) struct Session<T> {
     next_request_id: u16,
 }
 
-impl<T: Transport + Pollable> Session<T> {
+impl<T: Transport + Pollable> Channel<T> {
     /// The largest message the server accepts: a full data transfer plus the largest fixed part.
     pub(crate) fn max_message_size(&self) -> u64 {
         (HEADER_SIZE + 64) as u64 + u64::from(self.ours.max_data_xfer_size)
@@ -184,7 +184,7 @@ impl<T: Transport + Pollable> Session<T> {
     }
 }
 
-impl<T: Transport + Pollable> ClientDma for Session<T> {
+impl<T: Transport + Pollable> ClientDma for Channel<T> {
     fn dma_read(&mut self, address: u64, buf: &mut [u8]) -> Result<()> {
         let chunk_size = self.max_transfer();
         for (i, chunk) in buf.chunks_mut(chunk_size).enumerate() {
@@ -239,7 +239,7 @@ impl<T: Transport + Pollable> ClientDma for Session<T> {
 /// [`Connection::handle_message`] when it is readable. Dropping the connection does what a
 /// disconnect does: closes the client's eventfds, unmaps its memory and resets the device.
 pub struct Connection<'d, T: Transport + Pollable> {
-    pub(crate) session: Session<T>,
+    pub(crate) channel: Channel<T>,
     pub(crate) device: &'d mut dyn Device,
     pub(crate) description: DeviceDescription,
     pub(crate) bars: BarRegisters,
@@ -259,7 +259,7 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
         let interrupts = Interrupts::new(description.irqs);
         device.connected(memory.clone(), interrupts.clone());
         Ok(Connection {
-            session: Session {
+            channel: Channel {
                 transport,
                 ours: capabilities,
                 client: None,
@@ -285,12 +285,12 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
     }
 
     pub fn transport(&self) -> &T {
-        &self.session.transport
+        &self.channel.transport
     }
 
     /// Whether queued messages wait, so the owner must not sleep on the fd before handling them.
     pub fn has_backlog(&self) -> bool {
-        !self.session.backlog.is_empty()
+        !self.channel.backlog.is_empty()
     }
 
     /// Reads and handles one message. Errors caused by the client are answered with error
@@ -299,7 +299,7 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
         if self.torn_down {
             return Status::Closed;
         }
-        let incoming = match self.session.next_message() {
+        let incoming = match self.channel.next_message() {
             Ok(incoming) => incoming,
             Err(Error::Disconnected) => return self.close("client disconnected"),
             Err(e) => return self.close(&format!("receive failed: {e}")),
@@ -314,7 +314,7 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
                 )
             }
             Incoming::Oversized(header) => {
-                let max = self.session.max_message_size();
+                let max = self.channel.max_message_size();
                 let error = Error::MessageTooLarge {
                     size: u64::from(header.msg_size),
                     max,
@@ -342,7 +342,7 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
         // waiting for one.
         let is_command = header.message_type() == header_flags::TYPE_COMMAND;
         if !header.no_reply() || !is_command {
-            if let Err(e) = self.session.reply_error(&header, errno, &shape) {
+            if let Err(e) = self.channel.reply_error(&header, errno, &shape) {
                 return self.close(&format!("error reply failed: {e}"));
             }
         }
@@ -398,7 +398,7 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
         let mut ctx = DeviceContext {
             memory: &self.memory,
             interrupts: &self.interrupts,
-            client: &mut self.session,
+            client: &mut self.channel,
         };
         f(&mut *self.device, &mut ctx)
     }
@@ -406,7 +406,7 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
 
 impl<T: Transport + Pollable + AsRawFd> AsRawFd for Connection<'_, T> {
     fn as_raw_fd(&self) -> RawFd {
-        self.session.transport.as_raw_fd()
+        self.channel.transport.as_raw_fd()
     }
 }
 

@@ -146,7 +146,9 @@ pub fn region_info_reply<'a>(
         argsz: full as u32,
         flags,
         index,
-        cap_offset: if include_caps { fixed as u32 } else { 0 },
+        // Set even when the caps do not fit: QEMU refuses CAPS with a cap_offset below the
+        // fixed part, before it asks again with the argsz the reply names.
+        cap_offset: if caps.is_empty() { 0 } else { fixed as u32 },
         size: region.size,
         offset: file_offset,
     };
@@ -188,7 +190,10 @@ mod tests {
         assert!(fd.is_some());
         let info: RegionInfo = read_struct(&short).unwrap();
         assert_eq!(info.argsz, 32 + 8 + 8 + 16);
-        assert_eq!(info.cap_offset, 0);
+        assert_eq!(
+            info.cap_offset, 32,
+            "QEMU checks it even in the short reply"
+        );
         assert_ne!(info.flags & REGION_INFO_FLAG_CAPS, 0);
 
         let (full, _) = region_info_reply(2, &region, info.argsz).unwrap();
