@@ -1,0 +1,134 @@
+// Copyright 2026 The ChromiumOS Authors
+// Use of this source code is governed by a BSD-style license that can be
+// found in the LICENSE file.
+
+//! The QEMU command line of a guest boot, and the capture of its serial console.
+
+use std::fs::File;
+use std::io::BufRead;
+use std::io::BufReader;
+use std::io::Read;
+use std::io::Write;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Command;
+use std::process::Stdio;
+use std::thread::JoinHandle;
+
+use anyhow::bail;
+use anyhow::Result;
+
+use super::env::GuestEnv;
+
+/// The kernel command line before the caller's additions: the console on the first UART, and a
+/// panic ends the guest at once (with `-no-reboot`, QEMU then exits instead of rebooting).
+const BASE_APPEND: &str = "console=ttyS0 panic=-1 quiet";
+
+pub struct QemuConfig<'a> {
+    pub initramfs: &'a Path,
+    pub sockets: &'a [PathBuf],
+    pub append: &'a str,
+    pub memory_mb: u32,
+}
+
+/// QEMU under TCG (this machine's KVM is not usable) with guest RAM in a shared memfd, which
+/// vfio-user needs to hand the RAM to servers as fds; one `vfio-user-pci` device per socket.
+pub fn command(env: &GuestEnv, config: &QemuConfig) -> Result<Command> {
+    let qemu = &env.qemu;
+    let mut command = Command::new(&qemu.loader);
+    command
+        .arg("--library-path")
+        .arg(&qemu.library_path)
+        .arg(&qemu.binary)
+        .env("QEMU_MODULE_DIR", &qemu.module_dir);
+    for dir in &qemu.data_dirs {
+        command.arg("-L").arg(dir);
+    }
+    let memory = config.memory_mb;
+    command.args([
+        "-accel", "tcg", "-machine", "q35", "-cpu", "max", "-smp", "1",
+    ]);
+    command.args(["-m", &format!("{memory}M")]);
+    command.args([
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={memory}M,share=on"),
+        "-numa",
+        "node,memdev=mem",
+    ]);
+    // No default devices (NIC, VGA, CD-ROM, monitor): only the serial console on stdout.
+    command.args([
+        "-nodefaults",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+    ]);
+    command.arg("-kernel").arg(&env.kernel);
+    command.arg("-initrd").arg(config.initramfs);
+    let append = format!("{BASE_APPEND} {}", config.append);
+    command.args(["-append", append.trim_end()]);
+    for (i, socket) in config.sockets.iter().enumerate() {
+        // Only the JSON form of -device accepts the nested socket address.
+        command.args(["-device", &device_json(i, socket)?]);
+    }
+    command.stdin(Stdio::null());
+    Ok(command)
+}
+
+fn device_json(index: usize, socket: &Path) -> Result<String> {
+    let Some(path) = socket.to_str() else {
+        bail!("non-UTF-8 socket path {}", socket.display());
+    };
+    if path.chars().any(|c| c.is_control()) {
+        bail!("control character in socket path {path:?}");
+    }
+    let path = path.replace('\\', r"\\").replace('"', "\\\"");
+    Ok(format!(
+        r#"{{"driver":"vfio-user-pci","id":"vfio-user{index}","socket":{{"type":"unix","path":"{path}"}}}}"#
+    ))
+}
+
+/// Copies the console to `log` line by line as it arrives, echoes it to stdout with `prefix`
+/// if asked, and returns it all once QEMU closes its end.
+pub fn capture_console(
+    stream: impl Read + Send + 'static,
+    mut log: File,
+    echo: Option<String>,
+) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut console = String::new();
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            match reader.read_until(b'\n', &mut raw) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let text = String::from_utf8_lossy(&raw);
+            let line = text.trim_end_matches(['\r', '\n']);
+            let _ = writeln!(log, "{line}");
+            if let Some(prefix) = &echo {
+                println!("{prefix}{line}");
+            }
+            console.push_str(line);
+            console.push('\n');
+        }
+        console
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_json_escapes_the_path() {
+        assert_eq!(
+            device_json(1, Path::new("/tmp/a\"b.sock")).unwrap(),
+            r#"{"driver":"vfio-user-pci","id":"vfio-user1","socket":{"type":"unix","path":"/tmp/a\"b.sock"}}"#
+        );
+        assert!(device_json(0, Path::new("/tmp/a\nb")).is_err());
+    }
+}
