@@ -92,6 +92,8 @@ pub struct DmaMapInfo {
 pub struct DmaTable {
     regions: BTreeMap<u64, DmaRegion>,
     max_maps: usize,
+    /// Counts changes, so that a device holding its own view of the maps knows when to rebuild.
+    generation: u64,
 }
 
 impl DmaTable {
@@ -99,6 +101,7 @@ impl DmaTable {
         DmaTable {
             regions: BTreeMap::new(),
             max_maps,
+            generation: 0,
         }
     }
 
@@ -155,6 +158,7 @@ impl DmaTable {
             }
             None => None,
         };
+        self.generation += 1;
         self.regions.insert(
             map.address,
             DmaRegion {
@@ -186,6 +190,9 @@ impl DmaTable {
                 }
             })
             .collect::<Result<_>>()?;
+        if !inside.is_empty() {
+            self.generation += 1;
+        }
         Ok(inside
             .into_iter()
             .filter_map(|start| self.regions.remove(&start))
@@ -194,6 +201,7 @@ impl DmaTable {
 
     /// Removes every map.
     pub fn clear(&mut self) -> Vec<DmaRegion> {
+        self.generation += 1;
         std::mem::take(&mut self.regions).into_values().collect()
     }
 
@@ -479,6 +487,11 @@ impl GuestMemory {
             .collect()
     }
 
+    /// A number that changes whenever a map is added or removed.
+    pub fn generation(&self) -> u64 {
+        self.read_table().generation
+    }
+
     /// Number of maps in the table.
     pub fn map_count(&self) -> usize {
         self.read_table().len()
@@ -585,9 +598,12 @@ mod tests {
             Err(Error::DmaMapTooMany(2))
         ));
         // Unknown range: tolerated. Partial: refused. Whole: removed.
+        let generation = table.generation;
         assert!(table.remove(0x100000, 0x1000).unwrap().is_empty());
+        assert_eq!(table.generation, generation, "nothing changed");
         assert!(table.remove(0x1000, 0x1000).is_err());
         assert_eq!(table.remove(0x1000, 0x2000).unwrap().len(), 1);
+        assert_ne!(table.generation, generation);
         assert_eq!(table.clear().len(), 1);
     }
 

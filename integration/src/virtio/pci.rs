@@ -88,8 +88,11 @@ pub struct VirtioPci<D: VirtioDevice> {
     queues: Vec<QueueState>,
     isr: u8,
     msix_table: Vec<u8>,
-    /// The driver's memory, built from the client's DMA maps when the driver starts the device.
-    memory: Option<GuestMemoryMmap>,
+    /// The driver's memory, built from the client's DMA maps, and the maps' generation it was
+    /// built from: QEMU remaps parts of RAM while devices run (SeaBIOS programs the chipset
+    /// while it drives virtio-blk to boot from it), so the view is rebuilt when maps change.
+    memory: Option<(GuestMemoryMmap, u64)>,
+    client_memory: GuestMemory,
     interrupts: Interrupts,
 }
 
@@ -195,6 +198,7 @@ impl<D: VirtioDevice> VirtioPci<D> {
             isr: 0,
             msix_table: vec![0; vectors * 16],
             memory: None,
+            client_memory: GuestMemory::default(),
             interrupts: Interrupts::default(),
         }
     }
@@ -228,16 +232,16 @@ impl<D: VirtioDevice> VirtioPci<D> {
         self.interrupts.set_intx(false);
     }
 
-    /// Builds the driver's memory from the client's maps: every map must come with an fd.
+    /// Builds the driver's memory from the client's maps that came with an fd. Maps without
+    /// one (QEMU's BIOS ROM, or RAM that is not shared) stay out of reach: a ring placed there
+    /// fails its access.
     fn build_memory(memory: &GuestMemory) -> io::Result<GuestMemoryMmap> {
         let mut regions = Vec::new();
         for map in memory.maps() {
-            let (fd, offset) = map.fd.ok_or_else(|| {
-                io::Error::other(format!(
-                    "map at {:#x} has no fd: virtio needs shared guest memory",
-                    map.address
-                ))
-            })?;
+            let Some((fd, offset)) = map.fd else {
+                log::debug!("virtio: map at {:#x} has no fd, left out", map.address);
+                continue;
+            };
             let file = File::from(fd.as_fd().try_clone_to_owned()?);
             let mapping = MmapRegion::from_file(FileOffset::new(file, offset), map.size as usize)
                 .map_err(io::Error::other)?;
@@ -249,26 +253,31 @@ impl<D: VirtioDevice> VirtioPci<D> {
         GuestMemoryMmap::from_regions(regions).map_err(io::Error::other)
     }
 
-    fn set_status(&mut self, ctx: &mut DeviceContext, status: u8) {
+    fn set_status(&mut self, status: u8) {
         if status == 0 {
             self.reset_transport();
             return;
         }
-        let newly_ok = status & STATUS_DRIVER_OK != 0 && self.status & STATUS_DRIVER_OK == 0;
         self.status = status;
         if status & STATUS_FEATURES_OK != 0 && self.driver_features & VIRTIO_F_VERSION_1 == 0 {
             // A legacy driver: refuse FEATURES_OK.
             self.status &= !STATUS_FEATURES_OK;
         }
-        if newly_ok {
-            match Self::build_memory(ctx.memory()) {
-                Ok(memory) => self.memory = Some(memory),
-                Err(e) => {
-                    error!("virtio: cannot start the device: {e}");
-                    self.status |= STATUS_NEEDS_RESET;
-                }
-            }
+    }
+
+    /// The driver's memory as of the current maps, rebuilt if they changed since last time.
+    fn current_memory(&mut self) -> io::Result<&GuestMemoryMmap> {
+        let generation = self.client_memory.generation();
+        if self
+            .memory
+            .as_ref()
+            .is_none_or(|(_, built)| *built != generation)
+        {
+            self.memory = None;
+            let memory = Self::build_memory(&self.client_memory)?;
+            self.memory = Some((memory, generation));
         }
+        Ok(&self.memory.as_ref().expect("built above").0)
     }
 
     fn selected(&mut self) -> Option<&mut QueueState> {
@@ -310,7 +319,7 @@ impl<D: VirtioDevice> VirtioPci<D> {
         }
     }
 
-    fn common_write(&mut self, ctx: &mut DeviceContext, offset: u64, value: u64) {
+    fn common_write(&mut self, offset: u64, value: u64) {
         let low = Some(value as u32);
         match offset {
             0x00 => self.device_feature_select = value as u32,
@@ -330,7 +339,7 @@ impl<D: VirtioDevice> VirtioPci<D> {
                 }
             }
             0x10 => self.config_msix_vector = value as u16,
-            0x14 => self.set_status(ctx, value as u8),
+            0x14 => self.set_status(value as u8),
             0x16 => self.queue_select = value as u16,
             0x18 => {
                 if let Some(q) = self.selected() {
@@ -390,7 +399,12 @@ impl<D: VirtioDevice> VirtioPci<D> {
         if self.status & STATUS_DRIVER_OK == 0 {
             return;
         }
-        let Some(memory) = self.memory.as_ref() else {
+        if let Err(e) = self.current_memory() {
+            error!("virtio: no view of the driver's memory: {e}");
+            self.status |= STATUS_NEEDS_RESET;
+            return;
+        }
+        let Some((memory, _)) = self.memory.as_ref() else {
             return;
         };
         let Some(state) = self.queues.get_mut(index) else {
@@ -453,7 +467,7 @@ impl<D: VirtioDevice> VirtioPci<D> {
         raw[..n].copy_from_slice(&data[..n]);
         let value = u64::from_le_bytes(raw);
         match offset {
-            o if o < COMMON_CFG + REGION_LEN => self.common_write(ctx, o - COMMON_CFG, value),
+            o if o < COMMON_CFG + REGION_LEN => self.common_write(o - COMMON_CFG, value),
             o if (NOTIFY_CFG..NOTIFY_CFG + REGION_LEN).contains(&o) => {
                 let index = ((o - NOTIFY_CFG) / u64::from(NOTIFY_OFF_MULTIPLIER)) as usize;
                 self.queue_notify(ctx, index);
@@ -492,7 +506,8 @@ impl<D: VirtioDevice> Device for VirtioPci<D> {
         }
     }
 
-    fn connected(&mut self, _memory: GuestMemory, interrupts: Interrupts) {
+    fn connected(&mut self, memory: GuestMemory, interrupts: Interrupts) {
+        self.client_memory = memory;
         self.interrupts = interrupts;
     }
 
@@ -536,11 +551,9 @@ impl<D: VirtioDevice> Device for VirtioPci<D> {
     }
 
     fn dma_unmapping(&mut self, _address: u64, _size: u64) {
-        // The driver's memory is going away under a running device: stop using it. The driver
-        // must reset the device before it can be used again.
-        if self.memory.take().is_some() {
-            self.status |= STATUS_NEEDS_RESET;
-        }
+        // Let go of our own mappings of the range; the next notification rebuilds the view from
+        // whatever maps there are then.
+        self.memory = None;
     }
 
     fn reset(&mut self) -> io::Result<()> {
@@ -553,6 +566,7 @@ impl<D: VirtioDevice> Device for VirtioPci<D> {
     }
 
     fn disconnected(&mut self) {
+        self.client_memory = GuestMemory::default();
         self.interrupts = Interrupts::default();
     }
 }
