@@ -279,17 +279,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         };
         // Let the device finish with the maps before they go; the write lock then waits for
         // accesses still in flight on other threads.
-        let doomed: Vec<(u64, u64)> = {
-            let table = self.memory.lock();
-            let end = address
-                .checked_add(size)
-                .ok_or(Error::DmaMapInvalid { address, size })?;
-            table
-                .regions()
-                .filter(|region| region.address >= address && region.address < end)
-                .map(|region| (region.address, region.size))
-                .collect()
-        };
+        let doomed = self.memory.lock().maps_inside(address, size)?;
         for &(address, size) in &doomed {
             self.device.dma_unmapping(address, size);
         }

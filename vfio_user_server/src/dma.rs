@@ -9,6 +9,7 @@
 //! replies, and no access can start on a region once it is gone.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::RwLockReadGuard;
 use std::sync::RwLockWriteGuard;
+use std::sync::Weak;
 
 use crate::error::Error;
 use crate::error::Result;
@@ -94,6 +96,9 @@ pub struct DmaTable {
     max_maps: usize,
     /// Counts changes, so that a device holding its own view of the maps knows when to rebuild.
     generation: u64,
+    /// One kept fd per file, by (device, inode): QEMU sends the same memfd for many maps, and
+    /// an fd per map would run into the process's fd limit long before `max_dma_maps`.
+    files: HashMap<(u64, u64), Weak<OwnedFd>>,
 }
 
 impl DmaTable {
@@ -102,6 +107,7 @@ impl DmaTable {
             regions: BTreeMap::new(),
             max_maps,
             generation: 0,
+            files: HashMap::new(),
         }
     }
 
@@ -152,7 +158,7 @@ impl DmaTable {
                     .map_err(Error::Mmap)?;
                 Some(Mapping {
                     file,
-                    fd: Arc::new(fd),
+                    fd: self.share_fd(fd),
                     delta: delta as usize,
                 })
             }
@@ -173,36 +179,56 @@ impl DmaTable {
         Ok(())
     }
 
-    /// Removes every map inside `address..address+size` and returns them. Unknown ranges are
-    /// tolerated (nothing is removed); a map that lies only partly inside the range is an error,
-    /// since a map cannot be split.
-    pub fn remove(&mut self, address: u64, size: u64) -> Result<Vec<DmaRegion>> {
+    /// The `(address, size)` of every map inside `address..address+size`. A map that lies only
+    /// partly inside the range is an error, since a map cannot be split.
+    pub fn maps_inside(&self, address: u64, size: u64) -> Result<Vec<(u64, u64)>> {
         let end = address
             .checked_add(size)
             .ok_or(Error::DmaMapInvalid { address, size })?;
-        let inside: Vec<u64> = self
-            .overlapping(address, end)
+        self.overlapping(address, end)
             .map(|region| {
                 if region.address < address || region.end() > end {
                     Err(Error::DmaMapInvalid { address, size })
                 } else {
-                    Ok(region.address)
+                    Ok((region.address, region.size))
                 }
             })
-            .collect::<Result<_>>()?;
+            .collect()
+    }
+
+    /// Removes every map inside `address..address+size` (see [`DmaTable::maps_inside`]) and
+    /// returns them. Unknown ranges are tolerated: nothing is removed.
+    pub fn remove(&mut self, address: u64, size: u64) -> Result<Vec<DmaRegion>> {
+        let inside = self.maps_inside(address, size)?;
         if !inside.is_empty() {
             self.generation += 1;
         }
         Ok(inside
             .into_iter()
-            .filter_map(|start| self.regions.remove(&start))
+            .filter_map(|(start, _)| self.regions.remove(&start))
             .collect())
     }
 
     /// Removes every map.
     pub fn clear(&mut self) -> Vec<DmaRegion> {
         self.generation += 1;
+        self.files.clear();
         std::mem::take(&mut self.regions).into_values().collect()
+    }
+
+    /// The kept fd for the file behind `fd`: an earlier map's if it is the same file, else `fd`.
+    fn share_fd(&mut self, fd: OwnedFd) -> Arc<OwnedFd> {
+        let Ok(identity) = sys::file_identity(fd.as_fd()) else {
+            return Arc::new(fd);
+        };
+        if let Some(kept) = self.files.get(&identity).and_then(Weak::upgrade) {
+            return kept;
+        }
+        // Forget files no map uses any more before remembering this one.
+        self.files.retain(|_, kept| kept.strong_count() > 0);
+        let fd = Arc::new(fd);
+        self.files.insert(identity, Arc::downgrade(&fd));
+        fd
     }
 
     pub fn len(&self) -> usize {
@@ -605,6 +631,24 @@ mod tests {
         assert_eq!(table.remove(0x1000, 0x2000).unwrap().len(), 1);
         assert_ne!(table.generation, generation);
         assert_eq!(table.clear().len(), 1);
+    }
+
+    #[test]
+    fn maps_of_one_file_share_one_fd() {
+        let mut table = DmaTable::new(16);
+        let file = memfd(0x10000);
+        for i in 0..4 {
+            let map = map(0x10000 * (i + 1), 0x1000, 0x1000 * i);
+            table.add(&map, Some(file.try_clone().unwrap())).unwrap();
+        }
+        let other = memfd(0x1000);
+        table.add(&map(0x100000, 0x1000, 0), Some(other)).unwrap();
+        let fds: Vec<_> = table
+            .regions()
+            .map(|region| region.mapping.as_ref().unwrap().fd.clone())
+            .collect();
+        assert!(fds[..4].iter().all(|fd| Arc::ptr_eq(fd, &fds[0])));
+        assert!(!Arc::ptr_eq(&fds[0], &fds[4]));
     }
 
     #[test]

@@ -216,6 +216,17 @@ pub unsafe fn copy_guest(src: *const u8, dst: *mut u8, len: usize) {
     unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
 }
 
+/// The (device, inode) pair that identifies the file behind `fd`.
+pub fn file_identity(fd: BorrowedFd) -> io::Result<(u64, u64)> {
+    // SAFETY: zeroed stat is a valid value for fstat to overwrite.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: stat is a live, writable struct of the right type.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((stat.st_dev, stat.st_ino))
+}
+
 /// Adds 1 to an eventfd's counter.
 pub fn eventfd_signal(fd: BorrowedFd) -> io::Result<()> {
     let one = 1u64.to_ne_bytes();
