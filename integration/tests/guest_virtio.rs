@@ -15,6 +15,7 @@ use integration::guest;
 use integration::guest::Boot;
 use integration::guest::GuestEnv;
 use integration::guest::GuestRun;
+use integration::guest::Servers;
 use integration::virtio::blk::SERIAL;
 
 const SCRIPT: &str = include_str!("../guest/virtio.sh");
@@ -41,23 +42,31 @@ fn disk(name: &str) -> PathBuf {
     path
 }
 
+fn boot_config(name: &str, servers: Vec<String>, append: &str) -> Boot {
+    Boot {
+        name: name.to_string(),
+        servers,
+        script: SCRIPT.to_string(),
+        modules: MODULES.iter().map(|m| m.to_string()).collect(),
+        kernel_append: append.to_string(),
+        echo_prefix: Some(format!("[{name}] ")),
+        timeout: Duration::from_secs(300),
+        ..Boot::default()
+    }
+}
+
 fn boot(name: &str, servers: Vec<String>, append: &str) -> Result<GuestRun> {
     let env = GuestEnv::prepare()?;
-    let run = guest::run(
-        &env,
-        &Boot {
-            name: name.to_string(),
-            servers,
-            script: SCRIPT.to_string(),
-            modules: MODULES.iter().map(|m| m.to_string()).collect(),
-            kernel_append: append.to_string(),
-            echo_prefix: Some(format!("[{name}] ")),
-            timeout: Duration::from_secs(300),
-            ..Boot::default()
-        },
-    )?;
+    let run = guest::run(&env, &boot_config(name, servers, append))?;
     run.check()?;
     Ok(run)
+}
+
+fn rng_and_blk(disk: &Path) -> Vec<String> {
+    vec![
+        server("rng"),
+        server(&format!("blk --file {}", quoted(disk.to_str().unwrap()))),
+    ]
 }
 
 /// The guest's 1 MiB pattern, rebuilt on the host.
@@ -120,12 +129,7 @@ fn rate(run: &GuestRun, key: &str) -> Result<f64> {
 #[test]
 fn rng_and_blk_in_one_guest_and_data_survives_a_new_boot() -> Result<()> {
     let disk = disk("rng-blk.img");
-    let servers = || {
-        vec![
-            server("rng"),
-            server(&format!("blk --file {}", quoted(disk.to_str().unwrap()))),
-        ]
-    };
+    let servers = || rng_and_blk(&disk);
     let run = boot("virtio-write", servers(), "vfio_user_test=write")?;
     check_enumeration(&run, true)?;
     check_rng(&run)?;
@@ -171,10 +175,7 @@ fn devices_work_with_intx_only() -> Result<()> {
     let disk = disk("intx.img");
     let run = boot(
         "virtio-intx",
-        vec![
-            server("rng"),
-            server(&format!("blk --file {}", quoted(disk.to_str().unwrap()))),
-        ],
+        rng_and_blk(&disk),
         "pci=nomsi vfio_user_test=write",
     )?;
     check_enumeration(&run, false)?;
@@ -184,5 +185,75 @@ fn devices_work_with_intx_only() -> Result<()> {
         run.result("blk.pattern_md5")?
     );
     assert_eq!(read_disk(&disk, 1 << 20, 1 << 20), pattern());
+    Ok(())
+}
+
+/// The guest reboots inside one QEMU process (a machine reset): the devices are reset and
+/// re-probed, and what the first boot wrote is read back by the second.
+#[test]
+fn devices_work_again_after_a_guest_reboot() -> Result<()> {
+    let disk = disk("reboot.img");
+    let env = GuestEnv::prepare()?;
+    let run = guest::run(
+        &env,
+        &Boot {
+            script: include_str!("../guest/virtio-reboot.sh").to_string(),
+            allow_reboot: true,
+            ..boot_config("virtio-reboot", rng_and_blk(&disk), "")
+        },
+    )?;
+    run.check()?;
+    assert_eq!(run.result("boot1.rng_ok")?, "1");
+    assert_eq!(run.result("boot1.write_status")?, "0");
+    assert_eq!(run.result("boot1.marker_status")?, "0");
+    assert_eq!(run.result("boot2.rng_ok")?, "1", "rng after the reset");
+    assert_eq!(run.result("boot2.pattern_ok")?, "1", "blk after the reset");
+    assert_eq!(read_disk(&disk, 1 << 20, 1 << 20), pattern());
+    Ok(())
+}
+
+/// QEMU dies in the middle of block I/O; the same server processes then serve a new QEMU.
+#[test]
+fn servers_survive_qemu_killed_mid_io() -> Result<()> {
+    let disk = disk("killed.img");
+    let env = GuestEnv::prepare()?;
+    let first = boot_config("virtio-killed", rng_and_blk(&disk), "");
+    let mut servers = Servers::start(&env, &first)?;
+    let killed = servers.boot(
+        &env,
+        &Boot {
+            script: "echo '@@RESULT io.started=1'\n\
+                     dd if=/dev/zero of=/dev/vda bs=1M count=120 oflag=direct\n\
+                     echo '@@RESULT io.finished=1'\n"
+                .to_string(),
+            kill_on: Some("io.started=1".to_string()),
+            ..first.clone()
+        },
+    )?;
+    assert!(
+        killed.killed_on_marker,
+        "QEMU was killed: {:?}",
+        killed.results
+    );
+    assert!(
+        !killed.results.contains_key("io.finished"),
+        "killed before the I/O ended"
+    );
+    assert!(servers.all_running()?, "servers outlive their client");
+
+    let run = servers.boot(
+        &env,
+        &Boot {
+            name: "virtio-after-kill".to_string(),
+            ..boot_config("virtio-after-kill", Vec::new(), "vfio_user_test=write")
+        },
+    )?;
+    run.check()?;
+    check_rng(&run)?;
+    assert_eq!(
+        run.result("blk.readback_md5")?,
+        run.result("blk.pattern_md5")?
+    );
+    assert!(servers.all_running()?);
     Ok(())
 }

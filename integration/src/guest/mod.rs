@@ -31,9 +31,12 @@ use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::process::Stdio;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use anyhow::bail;
 use anyhow::Context;
@@ -66,6 +69,12 @@ pub struct Boot {
     pub memory_mb: u32,
     /// Echo the console to stdout as it arrives, each line after this prefix.
     pub echo_prefix: Option<String>,
+    /// Let a guest reboot (QEMU resets the machine) instead of ending the run.
+    pub allow_reboot: bool,
+    /// Kill QEMU (SIGKILL, as a crash would) when a console line contains this text.
+    pub kill_on: Option<String>,
+    /// More QEMU arguments, e.g. a built-in device to compare with.
+    pub extra_qemu_args: Vec<String>,
 }
 
 impl Default for Boot {
@@ -80,6 +89,9 @@ impl Default for Boot {
             timeout: Duration::from_secs(180),
             memory_mb: 512,
             echo_prefix: None,
+            allow_reboot: false,
+            kill_on: None,
+            extra_qemu_args: Vec::new(),
         }
     }
 }
@@ -97,8 +109,10 @@ pub struct GuestRun {
     pub errors: Vec<String>,
     /// The script's exit status from `@@DONE status=N`, if the guest got that far.
     pub done_status: Option<i32>,
-    /// QEMU's exit status; `None` if it was killed at the timeout.
+    /// QEMU's exit status; `None` if it was killed at the timeout or on `kill_on`.
     pub qemu_status: Option<ExitStatus>,
+    /// QEMU was killed because the console showed `Boot::kill_on`.
+    pub killed_on_marker: bool,
     pub timeout: Duration,
     /// Servers that exited unsuccessfully while the guest ran.
     pub server_failures: Vec<String>,
@@ -160,37 +174,77 @@ impl GuestRun {
 /// Boots a guest as `boot` says and returns what it reported. Servers and QEMU are always
 /// stopped, and the sockets removed, before this returns or unwinds.
 pub fn run(env: &GuestEnv, boot: &Boot) -> Result<GuestRun> {
-    let log_dir = fresh_log_dir(env, &boot.name)?;
-    let initramfs = log_dir.join("initramfs.cpio");
-    initramfs::write(env, &boot.script, &boot.modules, &initramfs)
-        .context("building the initramfs")?;
+    let mut servers = Servers::start(env, boot)?;
+    servers.boot(env, boot)
+}
 
-    let sockets = SocketDir::create()?;
-    let mut servers = start_servers(boot, &sockets, &log_dir)?;
-    let socket_paths: Vec<PathBuf> = servers.iter().map(|s| s.socket.clone()).collect();
-    let config = QemuConfig {
-        initramfs: &initramfs,
-        sockets: &socket_paths,
-        append: &boot.kernel_append,
-        memory_mb: boot.memory_mb,
-    };
-    let (console, qemu_status) = run_qemu(env, boot, &config, &log_dir)?;
-    let server_failures = server_failures(&mut servers)?;
-    drop(servers);
+/// Servers that outlive a guest: boot one guest after another against the same server
+/// processes, as after a VMM crash or a host-side restart of the VMM.
+pub struct Servers {
+    servers: Vec<RunningServer>,
+    /// Removed on drop, after the servers (declared first) have stopped.
+    _sockets: SocketDir,
+}
 
-    let parsed = parse_console(&console);
-    Ok(GuestRun {
-        name: boot.name.clone(),
-        console,
-        qemu_stderr: tail_of_file(&log_dir.join("qemu-stderr.log"), 0, 64 * 1024),
-        results: parsed.results,
-        errors: parsed.errors,
-        done_status: parsed.done_status,
-        qemu_status,
-        timeout: boot.timeout,
-        server_failures,
-        log_dir,
-    })
+impl Servers {
+    /// Starts `boot.servers`, logging to `<cache>/runs/<boot.name>.servers/`.
+    pub fn start(env: &GuestEnv, boot: &Boot) -> Result<Servers> {
+        let log_dir = fresh_log_dir(env, &format!("{}.servers", boot.name))?;
+        let sockets = SocketDir::create()?;
+        let servers = start_servers(boot, &sockets, &log_dir)?;
+        Ok(Servers {
+            servers,
+            _sockets: sockets,
+        })
+    }
+
+    /// Boots a guest against these servers (`boot.servers` is not used here).
+    pub fn boot(&mut self, env: &GuestEnv, boot: &Boot) -> Result<GuestRun> {
+        let log_dir = fresh_log_dir(env, &boot.name)?;
+        let initramfs = log_dir.join("initramfs.cpio");
+        initramfs::write(env, &boot.script, &boot.modules, &initramfs)
+            .context("building the initramfs")?;
+        let socket_paths: Vec<PathBuf> = self.servers.iter().map(|s| s.socket.clone()).collect();
+        let config = QemuConfig {
+            initramfs: &initramfs,
+            sockets: &socket_paths,
+            append: &boot.kernel_append,
+            memory_mb: boot.memory_mb,
+            allow_reboot: boot.allow_reboot,
+            extra_args: &boot.extra_qemu_args,
+        };
+        let (console, qemu_status, killed_on_marker) = run_qemu(env, boot, &config, &log_dir)?;
+        let server_failures = server_failures(&mut self.servers)?;
+        let parsed = parse_console(&console);
+        Ok(GuestRun {
+            name: boot.name.clone(),
+            console,
+            qemu_stderr: tail_of_file(&log_dir.join("qemu-stderr.log"), 0, 64 * 1024),
+            results: parsed.results,
+            errors: parsed.errors,
+            done_status: parsed.done_status,
+            qemu_status,
+            killed_on_marker,
+            timeout: boot.timeout,
+            server_failures,
+            log_dir,
+        })
+    }
+
+    /// Whether every server process is still running.
+    pub fn all_running(&mut self) -> Result<bool> {
+        for server in &mut self.servers {
+            if server.process.try_status()?.is_some() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The sockets the servers listen on, in bus order.
+    pub fn sockets(&self) -> Vec<PathBuf> {
+        self.servers.iter().map(|s| s.socket.clone()).collect()
+    }
 }
 
 /// Starts every server and waits until each listens, in order: the devices' order on the bus.
@@ -212,7 +266,7 @@ fn run_qemu(
     boot: &Boot,
     config: &QemuConfig,
     log_dir: &Path,
-) -> Result<(String, Option<ExitStatus>)> {
+) -> Result<(String, Option<ExitStatus>, bool)> {
     let mut command = qemu::command(env, config)?;
     let stderr_path = log_dir.join("qemu-stderr.log");
     let stderr = File::create(&stderr_path)
@@ -224,11 +278,21 @@ fn run_qemu(
 
     let mut qemu = Guarded::spawn("qemu", &mut command)?;
     let stdout = qemu.take_stdout().context("QEMU's stdout")?;
-    let console = qemu::capture_console(stdout, console_log, boot.echo_prefix.clone());
-    let status = qemu.wait_with_deadline(boot.timeout)?;
+    let marker_seen = Arc::new(AtomicBool::new(false));
+    let kill_on = boot.kill_on.clone().map(|text| (text, marker_seen.clone()));
+    let console = qemu::capture_console(stdout, console_log, boot.echo_prefix.clone(), kill_on);
+    let deadline = Instant::now() + boot.timeout;
+    let status = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let status = qemu.wait_with_deadline(left.min(Duration::from_millis(50)))?;
+        if status.is_some() || left.is_zero() || marker_seen.load(Ordering::Relaxed) {
+            break status;
+        }
+    };
     // Killing QEMU closes the console pipe, which ends the capture.
     qemu.kill();
-    Ok((console.join().unwrap_or_default(), status))
+    let killed_on_marker = status.is_none() && marker_seen.load(Ordering::Relaxed);
+    Ok((console.join().unwrap_or_default(), status, killed_on_marker))
 }
 
 /// Servers that exited unsuccessfully while the guest ran. One that exited cleanly may have

@@ -18,6 +18,10 @@ use std::thread::JoinHandle;
 use anyhow::bail;
 use anyhow::Result;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use super::env::GuestEnv;
 
 /// The kernel command line before the caller's additions: the console on the first UART, and a
@@ -29,6 +33,8 @@ pub struct QemuConfig<'a> {
     pub sockets: &'a [PathBuf],
     pub append: &'a str,
     pub memory_mb: u32,
+    pub allow_reboot: bool,
+    pub extra_args: &'a [String],
 }
 
 /// QEMU under TCG (this machine's KVM is not usable) with guest RAM in a shared memfd, which
@@ -56,14 +62,10 @@ pub fn command(env: &GuestEnv, config: &QemuConfig) -> Result<Command> {
         "node,memdev=mem",
     ]);
     // No default devices (NIC, VGA, CD-ROM, monitor): only the serial console on stdout.
-    command.args([
-        "-nodefaults",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-no-reboot",
-    ]);
+    command.args(["-nodefaults", "-display", "none", "-serial", "stdio"]);
+    if !config.allow_reboot {
+        command.arg("-no-reboot");
+    }
     command.arg("-kernel").arg(&env.kernel);
     command.arg("-initrd").arg(config.initramfs);
     let append = format!("{BASE_APPEND} {}", config.append);
@@ -72,6 +74,7 @@ pub fn command(env: &GuestEnv, config: &QemuConfig) -> Result<Command> {
         // Only the JSON form of -device accepts the nested socket address.
         command.args(["-device", &device_json(i, socket)?]);
     }
+    command.args(config.extra_args);
     command.stdin(Stdio::null());
     Ok(command)
 }
@@ -95,6 +98,7 @@ pub fn capture_console(
     stream: impl Read + Send + 'static,
     mut log: File,
     echo: Option<String>,
+    kill_on: Option<(String, Arc<AtomicBool>)>,
 ) -> JoinHandle<String> {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stream);
@@ -111,6 +115,11 @@ pub fn capture_console(
             let _ = writeln!(log, "{line}");
             if let Some(prefix) = &echo {
                 println!("{prefix}{line}");
+            }
+            if let Some((marker, seen)) = &kill_on {
+                if line.contains(marker.as_str()) {
+                    seen.store(true, Ordering::Relaxed);
+                }
             }
             console.push_str(line);
             console.push('\n');
