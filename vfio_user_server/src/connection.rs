@@ -29,10 +29,10 @@ use crate::error::Disposition;
 use crate::error::Error;
 use crate::error::Result;
 use crate::irq::Interrupts;
-use crate::message::read_message;
 use crate::message::send_message;
 use crate::message::Incoming;
 use crate::message::Message;
+use crate::message::MessageReader;
 use crate::message::Transport;
 use crate::pci::BarRegisters;
 use crate::protocol::*;
@@ -77,6 +77,7 @@ pub(crate) struct Channel<T> {
     pub(crate) ours: ServerCapabilities,
     /// Set by VERSION.
     pub(crate) client: Option<ClientCapabilities>,
+    reader: MessageReader,
     backlog: VecDeque<Message>,
     next_request_id: u16,
 }
@@ -92,7 +93,7 @@ impl<T: Transport + Pollable> Channel<T> {
             return Ok(Incoming::Message(message));
         }
         let max = self.max_message_size();
-        read_message(&mut self.transport, max)
+        self.reader.read_message(&mut self.transport, max)
     }
 
     /// Sends the successful reply to `request`, unless the client asked for none.
@@ -142,10 +143,11 @@ impl<T: Transport + Pollable> Channel<T> {
         };
         send_message(&mut self.transport, header, body, &[])?;
         loop {
-            if !self
-                .transport
-                .wait_readable(CLIENT_REPLY_TIMEOUT_MS)
-                .map_err(Error::Socket)?
+            if self.reader.buffered() == 0
+                && !self
+                    .transport
+                    .wait_readable(CLIENT_REPLY_TIMEOUT_MS)
+                    .map_err(Error::Socket)?
             {
                 return Err(Error::Socket(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -153,7 +155,7 @@ impl<T: Transport + Pollable> Channel<T> {
                 )));
             }
             let max = self.max_message_size();
-            let message = match read_message(&mut self.transport, max)? {
+            let message = match self.reader.read_message(&mut self.transport, max)? {
                 Incoming::Message(message) => message,
                 Incoming::Oversized(header) | Incoming::Unframed(header) => {
                     return Err(Error::MessageTooLarge {
@@ -263,6 +265,7 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
                 transport,
                 ours: capabilities,
                 client: None,
+                reader: MessageReader::default(),
                 backlog: VecDeque::new(),
                 next_request_id: 0,
             },
@@ -288,9 +291,10 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
         &self.channel.transport
     }
 
-    /// Whether queued messages wait, so the owner must not sleep on the fd before handling them.
+    /// Whether received bytes wait in the connection, so the owner must call
+    /// [`Connection::handle_message`] again before it sleeps on the fd.
     pub fn has_backlog(&self) -> bool {
-        !self.channel.backlog.is_empty()
+        !self.channel.backlog.is_empty() || self.channel.reader.buffered() > 0
     }
 
     /// Reads and handles one message. Errors caused by the client are answered with error

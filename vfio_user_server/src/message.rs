@@ -5,6 +5,7 @@
 //! Message framing over a byte stream that carries fds: header first (with its fds), then the
 //! body, each read to completion across short reads.
 
+use std::collections::VecDeque;
 use std::io;
 use std::io::IoSlice;
 use std::os::fd::AsFd;
@@ -12,6 +13,7 @@ use std::os::fd::BorrowedFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 
+use log::warn;
 use zerocopy::IntoBytes;
 
 use crate::error::Error;
@@ -117,67 +119,192 @@ pub enum Incoming {
 
 /// Beyond this a message is not even read to be discarded.
 const DISCARD_LIMIT: u64 = 256 << 20;
+/// Messages up to this size are read through the buffer; larger ones (bulk transfers) go
+/// straight into their own allocation.
+const BUFFER_SIZE: usize = 64 << 10;
 
-/// Reads exactly `buf.len()` bytes, collecting fds. `Disconnected` if the stream ends first.
-fn read_exact(
-    transport: &mut dyn Transport,
-    buf: &mut [u8],
-    fds: &mut Vec<OwnedFd>,
-    fds_truncated: &mut bool,
-) -> Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        let received = match transport.recv(&mut buf[done..]) {
-            Ok(received) => received,
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                return Err(Error::Disconnected)
-            }
-            Err(e) => return Err(Error::Socket(e)),
-        };
-        fds.extend(received.fds);
-        *fds_truncated |= received.fds_truncated;
-        if received.len == 0 {
-            return Err(Error::Disconnected);
-        }
-        done += received.len;
+fn recv(transport: &mut dyn Transport, buf: &mut [u8]) -> Result<Received> {
+    match transport.recv(buf) {
+        Ok(received) if received.len == 0 => Err(Error::Disconnected),
+        Ok(received) => Ok(received),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Err(Error::Disconnected),
+        Err(e) => Err(Error::Socket(e)),
     }
-    Ok(())
 }
 
-/// Reads one message whose total size is at most `max_size`.
-pub fn read_message(transport: &mut dyn Transport, max_size: u64) -> Result<Incoming> {
-    let mut header_bytes = [0u8; HEADER_SIZE];
-    let mut fds = Vec::new();
-    let mut fds_truncated = false;
-    read_exact(transport, &mut header_bytes, &mut fds, &mut fds_truncated)?;
-    let header: Header = read_struct(&header_bytes).expect("buffer is header-sized");
-    let size = u64::from(header.msg_size);
-    if size < HEADER_SIZE as u64 {
-        return Ok(Incoming::Unframed(header));
+/// fds received for the message that starts at a given offset of the stream.
+struct PendingFds {
+    offset: u64,
+    fds: Vec<OwnedFd>,
+    truncated: bool,
+}
+
+/// Reads messages through a buffer, so that a small message costs one receive instead of two
+/// (header, then body); with pipelining clients, one receive may bring several messages.
+///
+/// fds need care once reads may span messages. A unix stream socket passes a sendmsg's fds
+/// with its first byte, and a receive stops right after the chunk that carries fds, so the fds
+/// of a receive belong to the last message that starts within the bytes it returned. They are
+/// kept with that message's stream offset until the message is parsed. fds that start at no
+/// message boundary (a client that sends them mid-message) are closed.
+pub struct MessageReader {
+    buf: Box<[u8]>,
+    /// Unparsed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    /// Stream offset of `buf[0]`.
+    base: u64,
+    pending: VecDeque<PendingFds>,
+}
+
+impl Default for MessageReader {
+    fn default() -> Self {
+        MessageReader {
+            buf: vec![0u8; BUFFER_SIZE].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            base: 0,
+            pending: VecDeque::new(),
+        }
     }
-    let body_len = size - HEADER_SIZE as u64;
-    if size > max_size {
-        if size > DISCARD_LIMIT {
+}
+
+impl MessageReader {
+    /// Bytes received but not yet handed out as messages.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Receives until at least `len` (<= the buffer's size) unparsed bytes are buffered.
+    fn fill(&mut self, transport: &mut dyn Transport, len: usize) -> Result<()> {
+        while self.buffered() < len {
+            if self.buf.len() - self.start < len {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.base += self.start as u64;
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let received = recv(transport, &mut self.buf[self.end..])?;
+            let old_end = self.end;
+            self.end += received.len;
+            if !received.fds.is_empty() || received.fds_truncated {
+                self.attribute(old_end, received.fds, received.fds_truncated);
+            }
+        }
+        Ok(())
+    }
+
+    /// Files fds that came with `buf[old_end..end]` under the last message starting there.
+    fn attribute(&mut self, old_end: usize, fds: Vec<OwnedFd>, truncated: bool) {
+        let mut position = self.start;
+        let mut last = None;
+        while position < self.end {
+            if position >= old_end {
+                last = Some(position);
+            }
+            let Some(size) = self
+                .buf
+                .get(position + 4..position + 8)
+                .map(|bytes| u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize)
+            else {
+                break;
+            };
+            if size < HEADER_SIZE || position + HEADER_SIZE > self.end {
+                break;
+            }
+            position += size;
+        }
+        match last {
+            Some(position) => self.pending.push_back(PendingFds {
+                offset: self.base + position as u64,
+                fds,
+                truncated,
+            }),
+            None => warn!("closing {} fds sent in the middle of a message", fds.len()),
+        }
+    }
+
+    /// The fds filed for the message at stream `offset`; older ones were never claimed and are
+    /// closed.
+    fn take_fds(&mut self, offset: u64) -> (Vec<OwnedFd>, bool) {
+        while let Some(pending) = self.pending.front() {
+            if pending.offset > offset {
+                break;
+            }
+            let pending = self.pending.pop_front().expect("front exists");
+            if pending.offset == offset {
+                return (pending.fds, pending.truncated);
+            }
+        }
+        (Vec::new(), false)
+    }
+
+    /// Reads one message whose total size is at most `max_size`.
+    pub fn read_message(
+        &mut self,
+        transport: &mut dyn Transport,
+        max_size: u64,
+    ) -> Result<Incoming> {
+        self.fill(transport, HEADER_SIZE)?;
+        let offset = self.base + self.start as u64;
+        let header: Header =
+            read_struct(&self.buf[self.start..self.end]).expect("a header is buffered");
+        let size = u64::from(header.msg_size);
+        if size < HEADER_SIZE as u64 || (size > max_size && size > DISCARD_LIMIT) {
+            self.start += HEADER_SIZE;
+            drop(self.take_fds(offset));
             return Ok(Incoming::Unframed(header));
         }
-        // Read the body in small pieces and drop it, fds included, to stay in step.
-        let mut left = body_len;
-        let mut scratch = [0u8; 4096];
-        while left > 0 {
-            let n = left.min(scratch.len() as u64) as usize;
-            read_exact(transport, &mut scratch[..n], &mut fds, &mut fds_truncated)?;
-            left -= n as u64;
+        if size > max_size {
+            // Drop the body, fds included, to stay in step.
+            let mut left = size;
+            while left > 0 {
+                if self.buffered() == 0 {
+                    self.fill(transport, 1)?;
+                }
+                let n = (self.buffered() as u64).min(left);
+                self.start += n as usize;
+                left -= n;
+            }
+            drop(self.take_fds(offset));
+            return Ok(Incoming::Oversized(header));
         }
-        return Ok(Incoming::Oversized(header));
+        let size = size as usize;
+        let body = if size <= self.buf.len() {
+            self.fill(transport, size)?;
+            let body = self.buf[self.start + HEADER_SIZE..self.start + size].to_vec();
+            self.start += size;
+            body
+        } else {
+            // A bulk transfer: what is buffered, then the rest straight into the body.
+            let mut body = vec![0u8; size - HEADER_SIZE];
+            let buffered = self.buffered() - HEADER_SIZE;
+            body[..buffered].copy_from_slice(&self.buf[self.start + HEADER_SIZE..self.end]);
+            self.start = self.end;
+            let mut done = buffered;
+            while done < body.len() {
+                let received = recv(transport, &mut body[done..])?;
+                done += received.len;
+                if !received.fds.is_empty() {
+                    warn!(
+                        "closing {} fds sent in the middle of a message",
+                        received.fds.len()
+                    );
+                }
+            }
+            self.base += (self.end as u64) + (size - HEADER_SIZE - buffered) as u64;
+            self.start = 0;
+            self.end = 0;
+            body
+        };
+        let (fds, fds_truncated) = self.take_fds(offset);
+        Ok(Incoming::Message(Message {
+            header,
+            body,
+            fds,
+            fds_truncated,
+        }))
     }
-    let mut body = vec![0u8; body_len as usize];
-    read_exact(transport, &mut body, &mut fds, &mut fds_truncated)?;
-    Ok(Incoming::Message(Message {
-        header,
-        body,
-        fds,
-        fds_truncated,
-    }))
 }
 
 /// Sends `header` (its `msg_size` filled in here) and `body`, with `fds` attached.
@@ -243,7 +370,8 @@ mod tests {
             ..Default::default()
         };
         let mut transport = MemoryTransport::new(encode(header, &[5u8; 16])).with_short_reads(3);
-        match read_message(&mut transport, 1024).unwrap() {
+        let mut reader = MessageReader::default();
+        match reader.read_message(&mut transport, 1024).unwrap() {
             Incoming::Message(message) => {
                 assert_eq!(message.header.msg_id, 7);
                 assert_eq!(message.body, vec![5u8; 16]);
@@ -251,7 +379,7 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(matches!(
-            read_message(&mut transport, 1024),
+            reader.read_message(&mut transport, 1024),
             Err(Error::Disconnected)
         ));
     }
@@ -264,7 +392,9 @@ mod tests {
         };
         let mut transport = MemoryTransport::new(encode(small, &[]));
         assert!(matches!(
-            read_message(&mut transport, 1024).unwrap(),
+            MessageReader::default()
+                .read_message(&mut transport, 1024)
+                .unwrap(),
             Incoming::Unframed(_)
         ));
 
@@ -280,11 +410,12 @@ mod tests {
         let mut input = encode(big, &[0u8; 2000]);
         input.extend(encode(next, &[]));
         let mut transport = MemoryTransport::new(input);
+        let mut reader = MessageReader::default();
         assert!(matches!(
-            read_message(&mut transport, 1024).unwrap(),
+            reader.read_message(&mut transport, 1024).unwrap(),
             Incoming::Oversized(_)
         ));
-        match read_message(&mut transport, 1024).unwrap() {
+        match reader.read_message(&mut transport, 1024).unwrap() {
             Incoming::Message(message) => assert_eq!(message.header.msg_id, 9),
             other => panic!("stream lost step: {other:?}"),
         }
@@ -298,8 +429,89 @@ mod tests {
         };
         let mut transport = MemoryTransport::new(encode(header, &[1u8; 10]));
         assert!(matches!(
-            read_message(&mut transport, 1024),
+            MessageReader::default().read_message(&mut transport, 1024),
             Err(Error::Disconnected)
         ));
+    }
+
+    #[test]
+    fn bulk_messages_bypass_the_buffer() {
+        let size = BUFFER_SIZE * 3 + 5;
+        let header = Header {
+            msg_id: 1,
+            msg_size: (HEADER_SIZE + size) as u32,
+            ..Default::default()
+        };
+        let body: Vec<u8> = (0..size).map(|i| i as u8).collect();
+        let mut input = encode(header, &body);
+        input.extend(encode(
+            Header {
+                msg_id: 2,
+                msg_size: 16,
+                ..Default::default()
+            },
+            &[],
+        ));
+        let mut transport = MemoryTransport::new(input).with_short_reads(5000);
+        let mut reader = MessageReader::default();
+        match reader.read_message(&mut transport, 1 << 20).unwrap() {
+            Incoming::Message(message) => assert_eq!(message.body, body),
+            other => panic!("unexpected {other:?}"),
+        }
+        match reader.read_message(&mut transport, 1 << 20).unwrap() {
+            Incoming::Message(message) => assert_eq!(message.header.msg_id, 2),
+            other => panic!("stream lost step: {other:?}"),
+        }
+    }
+
+    /// Two messages in the socket at once, the second with an fd: one receive brings both, and
+    /// the fd goes to the second.
+    #[test]
+    fn fds_go_to_the_message_they_came_with() {
+        use std::os::fd::AsFd;
+        use std::os::unix::net::UnixStream;
+
+        let (mut client, mut server) = UnixStream::pair().unwrap();
+        let first = encode(
+            Header {
+                msg_id: 1,
+                msg_size: 20,
+                ..Default::default()
+            },
+            &[0xaa; 4],
+        );
+        let second = encode(
+            Header {
+                msg_id: 2,
+                msg_size: 24,
+                ..Default::default()
+            },
+            &[0xbb; 8],
+        );
+        let third = encode(
+            Header {
+                msg_id: 3,
+                msg_size: 16,
+                ..Default::default()
+            },
+            &[],
+        );
+        let event = crate::sys::eventfd(true).unwrap();
+        client.send(&[IoSlice::new(&first)], &[]).unwrap();
+        client
+            .send(&[IoSlice::new(&second)], &[event.as_fd()])
+            .unwrap();
+        client.send(&[IoSlice::new(&third)], &[]).unwrap();
+        let mut reader = MessageReader::default();
+        let mut fds_by_id = Vec::new();
+        for _ in 0..3 {
+            match reader.read_message(&mut server, 1024).unwrap() {
+                Incoming::Message(message) => {
+                    fds_by_id.push((message.header.msg_id, message.fds.len()))
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(fds_by_id, vec![(1, 0), (2, 1), (3, 0)]);
     }
 }
