@@ -33,6 +33,8 @@ use vfio_user_server::IrqCounts;
 use vfio_user_server::RegionDescription;
 use vfio_user_server::RegionMmap;
 
+use crate::config_space::ConfigSpace;
+
 pub const VENDOR_ID: u16 = 0x1b36;
 pub const DEVICE_ID: u16 = 0x7fff;
 pub const CLASS_CODE: u32 = 0xff0000;
@@ -161,7 +163,7 @@ struct Worker {
 }
 
 pub struct ReferenceDevice {
-    config: [u8; 256],
+    config: ConfigSpace,
     bar2: Arc<File>,
     bar2_fd: Arc<OwnedFd>,
     doorbell: Arc<OwnedFd>,
@@ -195,20 +197,6 @@ fn initial_config() -> [u8; 256] {
     config
 }
 
-/// Whether a guest may change config byte `offset`, and which bits.
-fn config_write_mask(offset: usize) -> u8 {
-    match offset {
-        // Command register.
-        0x04 => 0xff,
-        0x05 => 0x07,
-        // Interrupt line.
-        0x3c => 0xff,
-        // MSI-X enable and function mask.
-        o if o == MSIX_CAP_OFFSET + 3 => 0xc0,
-        _ => 0,
-    }
-}
-
 impl ReferenceDevice {
     pub fn new() -> io::Result<ReferenceDevice> {
         let bar2 = sys::memfd(c"reference-bar2", BAR2_SIZE)?;
@@ -216,7 +204,7 @@ impl ReferenceDevice {
         let mut registers = Registers::default();
         registers.reset();
         Ok(ReferenceDevice {
-            config: initial_config(),
+            config: ConfigSpace::new(initial_config(), MSIX_CAP_OFFSET),
             bar2: Arc::new(bar2),
             bar2_fd,
             doorbell: Arc::new(sys::eventfd(true)?),
@@ -410,10 +398,7 @@ impl Device for ReferenceDevice {
         match index {
             0 => self.bar0_read(offset, data),
             2 => self.bar2.read_exact_at(data, offset)?,
-            PCI_CONFIG_REGION_INDEX => {
-                let start = offset as usize;
-                data.copy_from_slice(&self.config[start..start + data.len()]);
-            }
+            PCI_CONFIG_REGION_INDEX => self.config.read(offset, data),
             _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
         }
         Ok(())
@@ -429,13 +414,7 @@ impl Device for ReferenceDevice {
         match index {
             0 => self.bar0_write(ctx, offset, data),
             2 => self.bar2.write_all_at(data, offset)?,
-            PCI_CONFIG_REGION_INDEX => {
-                for (i, &byte) in data.iter().enumerate() {
-                    let at = offset as usize + i;
-                    let mask = config_write_mask(at);
-                    self.config[at] = (self.config[at] & !mask) | (byte & mask);
-                }
-            }
+            PCI_CONFIG_REGION_INDEX => self.config.write(offset, data),
             _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
         }
         Ok(())
@@ -455,7 +434,7 @@ impl Device for ReferenceDevice {
 
     fn reset(&mut self) -> io::Result<()> {
         self.registers().reset();
-        self.config = initial_config();
+        self.config.reset();
         self.bar2.set_len(0)?;
         self.bar2.set_len(BAR2_SIZE)?;
         Ok(())

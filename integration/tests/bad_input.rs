@@ -19,13 +19,6 @@ use vfio_user_server::protocol::*;
 use vfio_user_server::sys;
 use zerocopy::IntoBytes;
 
-fn connect(server: &ServerProcess) -> RawClient {
-    let mut client = RawClient::connect(&server.socket).unwrap();
-    let reply = client.negotiate().unwrap();
-    assert!(!reply.header.is_error());
-    client
-}
-
 fn assert_error(reply: &Received, errno: i32, body_len: usize) {
     assert_eq!(
         reply.header.flags,

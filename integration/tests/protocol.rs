@@ -21,12 +21,6 @@ use vfio_user_server::protocol::*;
 use vfio_user_server::sys;
 use zerocopy::IntoBytes;
 
-fn connect(server: &ServerProcess) -> RawClient {
-    let mut client = RawClient::connect(&server.socket).unwrap();
-    assert!(!client.negotiate().unwrap().header.is_error());
-    client
-}
-
 fn write_bar0(client: &mut RawClient, offset: u64, data: &[u8]) {
     let mut body = RegionAccess {
         offset,

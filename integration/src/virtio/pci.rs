@@ -33,6 +33,7 @@ use vm_memory::GuestRegionMmap;
 use vm_memory::MmapRegion;
 
 use super::VirtioDevice;
+use crate::config_space::ConfigSpace;
 
 pub const VIRTIO_VENDOR_ID: u16 = 0x1af4;
 /// Modern virtio-pci device IDs are 0x1040 + the virtio device type.
@@ -77,7 +78,7 @@ struct QueueState {
 /// A virtio device with its transport state.
 pub struct VirtioPci<D: VirtioDevice> {
     device: D,
-    config: [u8; 256],
+    config: ConfigSpace,
     device_feature_select: u32,
     driver_feature_select: u32,
     driver_features: u64,
@@ -116,16 +117,6 @@ fn put_virtio_cap(config: &mut [u8], at: usize, next: usize, cfg_type: u8, offse
     put_u32(config, at + 12, len);
     if cfg_type == CFG_TYPE_NOTIFY {
         put_u32(config, at + 16, NOTIFY_OFF_MULTIPLIER);
-    }
-}
-
-fn config_write_mask(offset: usize) -> u8 {
-    match offset {
-        0x04 => 0xff,
-        0x05 => 0x07,
-        0x3c => 0xff,
-        o if o == CAP_MSIX + 3 => 0xc0,
-        _ => 0,
     }
 }
 
@@ -186,7 +177,7 @@ impl<D: VirtioDevice> VirtioPci<D> {
         put_u32(&mut config, CAP_MSIX + 8, MSIX_PBA as u32);
         VirtioPci {
             device,
-            config,
+            config: ConfigSpace::new(config, CAP_MSIX),
             device_feature_select: 0,
             driver_feature_select: 0,
             driver_features: 0,
@@ -520,10 +511,7 @@ impl<D: VirtioDevice> Device for VirtioPci<D> {
     ) -> io::Result<()> {
         match index {
             0 => self.bar0_read(offset, data),
-            PCI_CONFIG_REGION_INDEX => {
-                let at = offset as usize;
-                data.copy_from_slice(&self.config[at..at + data.len()]);
-            }
+            PCI_CONFIG_REGION_INDEX => self.config.read(offset, data),
             _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
         }
         Ok(())
@@ -538,13 +526,7 @@ impl<D: VirtioDevice> Device for VirtioPci<D> {
     ) -> io::Result<()> {
         match index {
             0 => self.bar0_write(ctx, offset, data),
-            PCI_CONFIG_REGION_INDEX => {
-                for (i, &byte) in data.iter().enumerate() {
-                    let at = offset as usize + i;
-                    let mask = config_write_mask(at);
-                    self.config[at] = (self.config[at] & !mask) | (byte & mask);
-                }
-            }
+            PCI_CONFIG_REGION_INDEX => self.config.write(offset, data),
             _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
         }
         Ok(())
@@ -558,9 +540,7 @@ impl<D: VirtioDevice> Device for VirtioPci<D> {
 
     fn reset(&mut self) -> io::Result<()> {
         self.reset_transport();
-        self.config[4] = 0;
-        self.config[5] = 0;
-        self.config[CAP_MSIX + 3] &= !0xc0;
+        self.config.reset();
         self.msix_table.iter_mut().for_each(|b| *b = 0);
         Ok(())
     }

@@ -94,6 +94,14 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A raw client connected to `server` that has negotiated VERSION.
+pub fn connect(server: &ServerProcess) -> integration::raw_client::RawClient {
+    let mut client = integration::raw_client::RawClient::connect(&server.socket).unwrap();
+    let reply = client.negotiate().unwrap();
+    assert!(!reply.header.is_error(), "{reply:?}");
+    client
+}
+
 /// Guest RAM for a test: a memfd the client maps and shares with the server.
 pub struct GuestRam {
     pub file: File,
