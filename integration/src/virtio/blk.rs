@@ -21,8 +21,12 @@ pub const VIRTIO_ID_BLOCK: u16 = 2;
 pub const SECTOR_SIZE: u64 = 512;
 const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
 const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
-const SEG_MAX: u32 = 126;
-const QUEUE_SIZES: [u16; 1] = [128];
+/// virtio-queue follows indirect tables itself; without them a request of `SEG_MAX` segments
+/// fills the whole ring and big requests go one at a time.
+const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
+/// QEMU's virtio-blk defaults: 256 descriptors, 254 data segments per request.
+const SEG_MAX: u32 = 254;
+const QUEUE_SIZES: [u16; 1] = [256];
 
 const REQ_IN: u32 = 0;
 const REQ_OUT: u32 = 1;
@@ -133,7 +137,7 @@ impl VirtioDevice for Block {
     }
 
     fn features(&self) -> u64 {
-        VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SEG_MAX
+        VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SEG_MAX | VIRTIO_RING_F_INDIRECT_DESC
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
