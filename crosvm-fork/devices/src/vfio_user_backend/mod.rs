@@ -1,0 +1,223 @@
+// Copyright 2026 The ChromiumOS Authors
+// Use of this source code is governed by a BSD-style license that can be
+// found in the LICENSE file.
+
+//! crosvm PCI devices served over vfio-user, so that a VMM such as QEMU (`vfio-user-pci`) or
+//! cloud-hypervisor (`--user-device`) runs them in this process.
+//!
+//! [`PciDeviceAdapter`] turns a `PciDevice` into a `vfio_user_server::Device`; the VM services a
+//! device expects (MSI allocation, ioevents, VM control) are answered by [`VmServices`] on a
+//! thread, and interrupts relayed to the client's eventfds. The device is built by a
+//! [`PciDeviceFactory`] once the client's memory is known, and again for every client.
+
+mod adapter;
+mod config;
+mod no_vm;
+mod vm_services;
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+pub use adapter::PciDeviceAdapter;
+use anyhow::anyhow;
+use anyhow::bail;
+use anyhow::Context;
+use base::debug;
+use base::warn;
+use base::RawDescriptor;
+use hypervisor::ProtectionType;
+pub use no_vm::NoVm;
+use resources::AddressRange;
+use resources::SystemAllocator;
+use resources::SystemAllocatorConfig;
+pub use vfio_user_server;
+use vfio_user_server::Connection;
+use vfio_user_server::GuestMemory as ClientMemory;
+use vfio_user_server::Interrupts;
+use vfio_user_server::Listener;
+use vfio_user_server::Server;
+use vfio_user_server::ServerCapabilities;
+use vm_control::AnyControlTube;
+use vm_memory::GuestAddress;
+use vm_memory::GuestMemory;
+use vm_memory::MemoryRegion;
+pub use vm_services::IoEvents;
+pub use vm_services::VmEndpoints;
+pub use vm_services::VmServices;
+
+use crate::virtio::VirtioDevice;
+use crate::PciDevice;
+use crate::PciInterruptPin;
+use crate::VirtioDeviceArgs;
+use crate::VirtioDeviceModule;
+use crate::VirtioPciDevice;
+
+/// Builds the device from the client's memory and the VM services' ends.
+pub type PciDeviceFactory =
+    Box<dyn FnMut(GuestMemory, VmEndpoints) -> anyhow::Result<Box<dyn PciDevice>> + Send>;
+
+/// A factory for a virtio device behind crosvm's own `VirtioPciDevice` transport.
+pub fn virtio_pci_factory(
+    mut make: impl FnMut() -> anyhow::Result<Box<dyn VirtioDevice>> + Send + 'static,
+) -> PciDeviceFactory {
+    Box::new(move |memory, endpoints| {
+        let device = make()?;
+        let shared_memory_client = device
+            .get_shared_memory_region()
+            .map(|_| endpoints.shared_memory_client);
+        let device = VirtioPciDevice::new(
+            memory,
+            device,
+            endpoints.msi_tube,
+            false,
+            shared_memory_client,
+            endpoints.ioevent_client,
+            endpoints.vm_control_tube,
+        )?;
+        Ok(Box::new(device))
+    })
+}
+
+/// A factory for a virtio device made by a `VirtioDeviceModule` (rng, for one). Modules get a
+/// [`NoVm`]; control tubes they add have no VM to answer them and are dropped.
+pub fn virtio_module_factory(module: impl VirtioDeviceModule + Send + 'static) -> PciDeviceFactory {
+    virtio_pci_factory(move || {
+        let vm = NoVm::new()?;
+        let mut resources = standalone_allocator()?;
+        let mut add_control_tube = |_tube: AnyControlTube| {
+            warn!(
+                "vfio-user: {} wants a control tube; none is served",
+                module.sort_name()
+            );
+        };
+        module.create(&mut VirtioDeviceArgs {
+            vm: &vm,
+            resources: &mut resources,
+            add_control_tube: &mut add_control_tube,
+            protection_type: ProtectionType::Unprotected,
+        })
+    })
+}
+
+/// One built device and the thread answering it. The device goes first: its teardown may still
+/// ask the services.
+struct Instance {
+    device: Box<dyn PciDevice>,
+    services: VmServices,
+    /// `ClientMemory::generation` of the maps the device's memory was built from.
+    memory_generation: u64,
+    /// A BAR was accessed: the driver runs, so the device is no longer rebuilt.
+    started: bool,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.device.destroy_device();
+    }
+}
+
+/// Builds and sets up a device as crosvm's `arch` does for a VM, against a standalone allocator:
+/// address, I/O and device BARs, INTx, capabilities, then `on_device_sandboxed`.
+fn build_instance(
+    factory: &mut PciDeviceFactory,
+    memory: &ClientMemory,
+    interrupts: Interrupts,
+) -> anyhow::Result<Instance> {
+    let memory_generation = memory.generation();
+    let guest_memory = guest_memory_from_maps(memory)?;
+    let (services, endpoints, intx) = VmServices::start(interrupts)?;
+    let mut device = factory(guest_memory, endpoints)?;
+    let mut allocator = standalone_allocator()?;
+    device.allocate_address(&mut allocator)?;
+    device.allocate_io_bars(&mut allocator)?;
+    device.allocate_device_bars(&mut allocator)?;
+    let irq = allocator.allocate_irq().context("no IRQ number")?;
+    device.assign_irq(intx, PciInterruptPin::IntA, irq);
+    device.register_device_capabilities()?;
+    device.on_device_sandboxed();
+    debug!(
+        "vfio-user: built {} over {} client maps",
+        device.debug_label(),
+        memory.map_count()
+    );
+    Ok(Instance {
+        device,
+        services,
+        memory_generation,
+        started: false,
+    })
+}
+
+/// Address space for BARs that nothing maps: the client places the BARs itself.
+pub fn standalone_allocator() -> anyhow::Result<SystemAllocator> {
+    let config = SystemAllocatorConfig {
+        io: Some(AddressRange::from_start_and_end(0x1000, 0xffff)),
+        low_mmio: AddressRange::from_start_and_end(0xc000_0000, 0xfebf_ffff),
+        high_mmio: AddressRange::from_start_and_end(0x10_0000_0000, 0xff_ffff_ffff),
+        platform_mmio: None,
+        first_irq: 5,
+    };
+    Ok(SystemAllocator::new(config, None, &[])?)
+}
+
+/// crosvm's view of the client's memory: every map that came with an fd, mapped again.
+/// Maps without one (QEMU's ROMs) stay out of reach of the device.
+fn guest_memory_from_maps(memory: &ClientMemory) -> anyhow::Result<GuestMemory> {
+    let mut regions = Vec::new();
+    for map in memory.maps() {
+        let Some((fd, offset)) = map.fd else {
+            continue;
+        };
+        if !map.writable {
+            debug!("vfio-user: read-only map at {:#x} left out", map.address);
+            continue;
+        }
+        let file = File::from(fd.try_clone().context("dup of a DMA map's fd")?);
+        let region = MemoryRegion::new_from_file(
+            map.size,
+            GuestAddress(map.address),
+            offset,
+            Arc::new(file),
+        )
+        .with_context(|| format!("mapping the client's memory at {:#x}", map.address))?;
+        regions.push(region);
+    }
+    Ok(GuestMemory::from_regions(regions)?)
+}
+
+/// Serves a device on a unix socket bound at `socket_path`, or on an inherited `fd`: a
+/// listening socket (clients one after another) or a connected one (that client only). Every
+/// client gets a freshly built device.
+pub fn run_server(
+    socket_path: Option<&str>,
+    fd: Option<RawDescriptor>,
+    factory: PciDeviceFactory,
+) -> anyhow::Result<()> {
+    let mut adapter = PciDeviceAdapter::new(factory)?;
+    let capabilities = ServerCapabilities::default();
+    let listener = match (socket_path, fd) {
+        (Some(path), None) => Listener::bind(path).with_context(|| format!("binding {path}"))?,
+        (None, Some(fd)) => {
+            let fd = OwnedFd::from(base::safe_descriptor_from_cmdline_fd(&fd)?);
+            let stream = UnixStream::from(fd);
+            // A listening socket has no peer.
+            if stream.peer_addr().is_ok() {
+                let mut connection = Connection::new(stream, &mut adapter, capabilities)
+                    .map_err(|e| anyhow!("{e}"))?;
+                connection.run();
+                return Ok(());
+            }
+            Listener::from_fd(stream.into())
+        }
+        (Some(_), Some(_)) => bail!("a socket path and a file descriptor cannot both be given"),
+        (None, None) => {
+            bail!("a socket path (--socket-path) or a file descriptor (--fd) is needed")
+        }
+    };
+    let mut server = Server::new(listener, adapter, capabilities).map_err(|e| anyhow!("{e}"))?;
+    loop {
+        server.serve_one().context("accepting a client")?;
+    }
+}

@@ -1,0 +1,291 @@
+// Copyright 2026 The ChromiumOS Authors
+// Use of this source code is governed by a BSD-style license that can be
+// found in the LICENSE file.
+
+//! The VM side of a crosvm `PciDevice`, answered on a thread since there is no VM.
+//!
+//! A device sends requests over tubes and waits for the answers inside `write_bar` and
+//! `write_config_register`, which run on the vfio-user message loop, so they are answered here:
+//! - MSI (`VmIrqRequest`): each vector's irqfd, created by crosvm's `MsixConfig`, is kept and
+//!   relayed to the client's MSI-X eventfd for that vector (`queue_id` is the vector index).
+//! - ioevents (`VmMemoryRequest::IoEventRaw`): the events are kept; without them, crosvm's
+//!   `write_bar` to the notify area signals the queue itself, so REGION_WRITE needs nothing more.
+//! - the VM control tube (`VmRequest`): only the PM wakeup GPE, answered `Ok`.
+//! - the INTx trigger, relayed to the client as an edge that the client's unmask resamples.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use anyhow::Context;
+use base::error;
+use base::warn;
+use base::Event;
+use base::EventToken;
+use base::Tube;
+use base::TubeError;
+use base::WaitContext;
+use base::WorkerThread;
+use sync::Mutex;
+use vfio_user_server::protocol::PCI_MSIX_IRQ_INDEX;
+use vfio_user_server::Interrupts;
+use vm_control::api::VmMemoryClient;
+use vm_control::VmIrqRequest;
+use vm_control::VmIrqResponse;
+use vm_control::VmMemoryRequest;
+use vm_control::VmMemoryResponse;
+use vm_control::VmRequest;
+use vm_control::VmResponse;
+
+use crate::IrqLevelEvent;
+
+/// The device's ends of the VM services, handed to the factory that builds the device.
+pub struct VmEndpoints {
+    /// For `MsixConfig` (`VirtioPciDevice::new`'s `msi_device_tube`).
+    pub msi_tube: Tube,
+    /// For ioevent registration (`ioevent_vm_memory_client`).
+    pub ioevent_client: VmMemoryClient,
+    /// For shared-memory mappings; a device without a shared-memory region drops it.
+    pub shared_memory_client: VmMemoryClient,
+    /// `VirtioPciDevice::new`'s `vm_control_tube`.
+    pub vm_control_tube: Tube,
+}
+
+/// Queue notification events the device registered, by guest address.
+pub type IoEvents = Arc<Mutex<BTreeMap<u64, Event>>>;
+
+/// The thread answering one device instance's requests; stopped on drop.
+pub struct VmServices {
+    _worker: WorkerThread<()>,
+    intx_resample: Event,
+    io_events: IoEvents,
+}
+
+struct Responder {
+    msi: Tube,
+    ioevent: Tube,
+    shared_memory: Tube,
+    vm_control: Tube,
+    intx_trigger: Event,
+    interrupts: Interrupts,
+    /// By gsi: the MSI-X vector and crosvm's irqfd for it.
+    irqfds: BTreeMap<u32, (u32, Event)>,
+    next_gsi: u32,
+    io_events: IoEvents,
+}
+
+#[derive(EventToken)]
+enum Token {
+    Kill,
+    Msi,
+    IoEvent,
+    SharedMemory,
+    VmControl,
+    IntxTrigger,
+    Irqfd(u32),
+}
+
+impl VmServices {
+    /// Starts the thread, relaying interrupts to `interrupts`. Returns the device's ends and
+    /// the INTx line for `assign_irq`.
+    pub fn start(
+        interrupts: Interrupts,
+    ) -> anyhow::Result<(VmServices, VmEndpoints, IrqLevelEvent)> {
+        let (msi_tube, msi) = Tube::pair().context("msi tube")?;
+        let (ioevent_tube, ioevent) = Tube::pair().context("ioevent tube")?;
+        let (shared_memory_tube, shared_memory) = Tube::pair().context("shared memory tube")?;
+        let (vm_control_tube, vm_control) = Tube::pair().context("vm control tube")?;
+        let intx = IrqLevelEvent::new().context("INTx event")?;
+        let io_events = IoEvents::default();
+        let responder = Responder {
+            msi,
+            ioevent,
+            shared_memory,
+            vm_control,
+            intx_trigger: intx.get_trigger().try_clone()?,
+            interrupts,
+            irqfds: BTreeMap::new(),
+            // Any unique numbers do; 0-23 look like legacy IRQs in logs.
+            next_gsi: 24,
+            io_events: io_events.clone(),
+        };
+        let intx_resample = intx.get_resample().try_clone()?;
+        let worker = WorkerThread::start("v_vfio_user_vm", move |kill| {
+            if let Err(e) = responder.run(kill) {
+                error!("vfio-user VM services stopped: {e:#}");
+            }
+        });
+        let services = VmServices {
+            _worker: worker,
+            intx_resample,
+            io_events,
+        };
+        let endpoints = VmEndpoints {
+            msi_tube,
+            ioevent_client: VmMemoryClient::new(ioevent_tube),
+            shared_memory_client: VmMemoryClient::new(shared_memory_tube),
+            vm_control_tube,
+        };
+        Ok((services, endpoints, intx))
+    }
+
+    /// The client unmasked INTx (its end-of-interrupt): crosvm re-asserts the line if the
+    /// device still needs service.
+    pub fn intx_unmasked(&self) {
+        if let Err(e) = self.intx_resample.signal() {
+            warn!("failed to signal the INTx resample event: {e}");
+        }
+    }
+
+    /// The queue notification events the device registered, by guest address.
+    pub fn io_events(&self) -> &IoEvents {
+        &self.io_events
+    }
+}
+
+impl Responder {
+    fn run(mut self, kill: Event) -> anyhow::Result<()> {
+        let wait_ctx = WaitContext::build_with(&[
+            (&kill, Token::Kill),
+            (&self.msi, Token::Msi),
+            (&self.ioevent, Token::IoEvent),
+            (&self.shared_memory, Token::SharedMemory),
+            (&self.vm_control, Token::VmControl),
+            (&self.intx_trigger, Token::IntxTrigger),
+        ])
+        .context("wait context")?;
+        loop {
+            for event in wait_ctx.wait().context("wait")?.iter() {
+                let result = match event.token {
+                    Token::Kill => return Ok(()),
+                    Token::Msi => self.msi_request(&wait_ctx),
+                    Token::IoEvent => self.ioevent_request(),
+                    Token::SharedMemory => self.shared_memory_request(),
+                    Token::VmControl => self.vm_control_request(),
+                    Token::IntxTrigger => {
+                        self.intx_trigger.wait().context("INTx trigger")?;
+                        // An edge: the client's unmask resamples the level (`intx_unmasked`).
+                        self.interrupts.set_intx(true);
+                        self.interrupts.set_intx(false);
+                        Ok(())
+                    }
+                    Token::Irqfd(gsi) => self.relay_msi(gsi),
+                };
+                match result {
+                    // The device dropped its end of a tube (e.g. the unused shared-memory one).
+                    Err(e) if is_disconnected(&e) => {
+                        let tube = match event.token {
+                            Token::Msi => &self.msi,
+                            Token::IoEvent => &self.ioevent,
+                            Token::SharedMemory => &self.shared_memory,
+                            _ => &self.vm_control,
+                        };
+                        wait_ctx.delete(tube).context("wait context delete")?;
+                    }
+                    Err(e) => error!("vfio-user VM services: {e:#}"),
+                    Ok(()) => {}
+                }
+            }
+        }
+    }
+
+    fn relay_msi(&mut self, gsi: u32) -> anyhow::Result<()> {
+        let Some((vector, irqfd)) = self.irqfds.get(&gsi) else {
+            return Ok(());
+        };
+        irqfd.wait().context("irqfd")?;
+        self.interrupts.trigger(PCI_MSIX_IRQ_INDEX, *vector);
+        Ok(())
+    }
+
+    fn msi_request(&mut self, wait_ctx: &WaitContext<Token>) -> anyhow::Result<()> {
+        let request: VmIrqRequest = self.msi.recv()?;
+        let response = match request {
+            VmIrqRequest::AllocateOneMsi {
+                irqfd, queue_id, ..
+            } => {
+                let gsi = self.next_gsi;
+                self.next_gsi += 1;
+                self.add_irqfd(wait_ctx, gsi, queue_id, irqfd)?;
+                VmIrqResponse::AllocateOneMsi { gsi }
+            }
+            VmIrqRequest::AllocateOneMsiAtGsi {
+                irqfd,
+                gsi,
+                queue_id,
+                ..
+            } => {
+                self.add_irqfd(wait_ctx, gsi, queue_id, irqfd)?;
+                VmIrqResponse::Ok
+            }
+            // The client routes the vector; the address and data crosvm holds are placeholders.
+            VmIrqRequest::AddMsiRoute { .. } => VmIrqResponse::Ok,
+            VmIrqRequest::ReleaseOneIrq { gsi, .. } => {
+                if let Some((_, irqfd)) = self.irqfds.remove(&gsi) {
+                    wait_ctx.delete(&irqfd).context("wait context delete")?;
+                }
+                VmIrqResponse::Ok
+            }
+        };
+        self.msi.send(&response)?;
+        Ok(())
+    }
+
+    fn add_irqfd(
+        &mut self,
+        wait_ctx: &WaitContext<Token>,
+        gsi: u32,
+        vector: usize,
+        irqfd: Event,
+    ) -> anyhow::Result<()> {
+        let vector = u32::try_from(vector).context("MSI-X vector")?;
+        wait_ctx
+            .add(&irqfd, Token::Irqfd(gsi))
+            .context("wait context add")?;
+        if let Some((_, old)) = self.irqfds.insert(gsi, (vector, irqfd)) {
+            let _ = wait_ctx.delete(&old);
+        }
+        Ok(())
+    }
+
+    fn ioevent_request(&mut self) -> anyhow::Result<()> {
+        let request: VmMemoryRequest = self.ioevent.recv()?;
+        let response = match request {
+            VmMemoryRequest::IoEventRaw(update) => {
+                let mut io_events = self.io_events.lock();
+                if update.register {
+                    io_events.insert(update.addr, update.event);
+                } else {
+                    io_events.remove(&update.addr);
+                }
+                VmMemoryResponse::Ok
+            }
+            _ => VmMemoryResponse::Err(anyhow!("not supported over vfio-user").into()),
+        };
+        self.ioevent.send(&response)?;
+        Ok(())
+    }
+
+    fn shared_memory_request(&mut self) -> anyhow::Result<()> {
+        let _request: VmMemoryRequest = self.shared_memory.recv()?;
+        // Host-visible memory (virtio-gpu blobs) comes with a later increment.
+        let response = VmMemoryResponse::Err(anyhow!("shared memory not supported yet").into());
+        self.shared_memory.send(&response)?;
+        Ok(())
+    }
+
+    fn vm_control_request(&mut self) -> anyhow::Result<()> {
+        let request: VmRequest = self.vm_control.recv()?;
+        let response = match request {
+            // PME wakeup: the client has no way to learn of it; the interrupt itself follows.
+            VmRequest::Gpe { .. } => VmResponse::Ok,
+            _ => VmResponse::Err(base::Error::new(libc::ENOTSUP)),
+        };
+        self.vm_control.send(&response)?;
+        Ok(())
+    }
+}
+
+fn is_disconnected(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<TubeError>(), Some(TubeError::Disconnected))
+}
