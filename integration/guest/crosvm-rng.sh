@@ -1,0 +1,18 @@
+#!/bin/sh
+# Copyright 2026 The ChromiumOS Authors
+# Use of this source code is governed by a BSD-style license that can be
+# found in the LICENSE file.
+#
+# Guest script for a virtio-rng whose bytes are random (crosvm's): the function, its drivers,
+# and how many bytes one read of /dev/hwrng returns.
+
+for dev in /sys/bus/pci/devices/*; do
+    [ "$(cat "$dev/vendor")" = 0x1af4 ] || continue
+    echo "@@RESULT pci.device=$(cat "$dev/device")"
+    [ -e "$dev/driver" ] && echo "@@RESULT pci.driver=$(basename "$(readlink "$dev/driver")")"
+done
+for dev in /sys/bus/virtio/devices/*; do
+    [ -e "$dev/driver" ] && echo "@@RESULT virtio.driver=$(basename "$(readlink "$dev/driver")")"
+done
+echo "@@RESULT rng.current=$(cat /sys/class/misc/hw_random/rng_current)"
+echo "@@RESULT rng.bytes=$(dd if=/dev/hwrng bs=32 count=1 2>/dev/null | wc -c)"

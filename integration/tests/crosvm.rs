@@ -1,0 +1,141 @@
+// Copyright 2026 The ChromiumOS Authors
+// Use of this source code is governed by a BSD-style license that can be
+// found in the LICENSE file.
+
+//! The QEMU guest checks against crosvm's own devices, served by `crosvm device
+//! vfio-user-server` built from upstream-patches/. They run when CROSVM_BIN names that crosvm
+//! binary and are skipped, saying so, otherwise:
+//!
+//!     CROSVM_BIN=/path/to/crosvm cargo test -p integration --test crosvm -- --nocapture
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+use integration::guest;
+use integration::guest::Boot;
+use integration::guest::GuestEnv;
+use integration::guest::GuestRun;
+
+/// The crosvm binary to test, or None (the test is then skipped, with the reason printed).
+fn crosvm(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("CROSVM_BIN") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => {
+            println!("SKIPPED {test}: CROSVM_BIN does not name a crosvm binary");
+            None
+        }
+    }
+}
+
+/// Whether this crosvm serves `device` over vfio-user.
+fn serves(crosvm: &Path, device: &str) -> Result<bool> {
+    let help = Command::new(crosvm)
+        .args(["device", "vfio-user-server", "--help"])
+        .output()?;
+    let text = String::from_utf8_lossy(&help.stdout);
+    Ok(text
+        .lines()
+        .any(|line| line.trim_start().starts_with(device)))
+}
+
+fn quoted(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+fn boot(
+    name: &str,
+    server: String,
+    script: &str,
+    modules: &[&str],
+    append: &str,
+) -> Result<GuestRun> {
+    let env = GuestEnv::prepare()?;
+    let run = guest::run(
+        &env,
+        &Boot {
+            name: name.to_string(),
+            servers: vec![server],
+            script: script.to_string(),
+            modules: modules.iter().map(|m| m.to_string()).collect(),
+            kernel_append: append.to_string(),
+            echo_prefix: Some(format!("[{name}] ")),
+            timeout: Duration::from_secs(300),
+            ..Boot::default()
+        },
+    )?;
+    run.check()?;
+    Ok(run)
+}
+
+#[test]
+fn crosvm_rng_reaches_the_guest() -> Result<()> {
+    let Some(crosvm) = crosvm("crosvm_rng_reaches_the_guest") else {
+        return Ok(());
+    };
+    let run = boot(
+        "crosvm-rng",
+        format!(
+            "{} device vfio-user-server rng --socket {{socket}}",
+            quoted(&crosvm)
+        ),
+        include_str!("../guest/crosvm-rng.sh"),
+        &["virtio_rng"],
+        "",
+    )?;
+    assert_eq!(run.result("pci.device")?, "0x1044");
+    assert_eq!(run.result("pci.driver")?, "virtio-pci");
+    assert_eq!(run.result("virtio.driver")?, "virtio_rng");
+    assert!(run.result("rng.current")?.starts_with("virtio_rng"));
+    assert_eq!(run.result("rng.bytes")?, "32");
+    Ok(())
+}
+
+#[test]
+fn crosvm_block_keeps_what_the_guest_writes() -> Result<()> {
+    let Some(crosvm) = crosvm("crosvm_block_keeps_what_the_guest_writes") else {
+        return Ok(());
+    };
+    if !serves(&crosvm, "block")? {
+        println!("SKIPPED crosvm_block_keeps_what_the_guest_writes: this crosvm serves no block");
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("vfio-user-crosvm-blk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let disk = dir.join("disk.img");
+    std::fs::File::create(&disk)?.set_len(128 << 20)?;
+    let run = boot(
+        "crosvm-blk",
+        format!(
+            "{} device vfio-user-server block --socket {{socket}} --file {}",
+            quoted(&crosvm),
+            quoted(&disk)
+        ),
+        include_str!("../guest/virtio.sh"),
+        &["virtio_blk"],
+        "vfio_user_test=write",
+    )?;
+    for key in [
+        "blk.write_status",
+        "blk.big_write_status",
+        "blk.flush_status",
+    ] {
+        assert_eq!(run.result(key)?, "0", "{key}");
+    }
+    assert_eq!(
+        run.result("blk.readback_md5")?,
+        run.result("blk.pattern_md5")?
+    );
+    let line = b"vfio-user virtio-blk pattern 0123456789abcdef\n";
+    let pattern: Vec<u8> = line.iter().copied().cycle().take(1 << 20).collect();
+    let mut on_disk = vec![0u8; pattern.len()];
+    std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(&disk)?, &mut on_disk, 1 << 20)?;
+    assert!(
+        on_disk == pattern,
+        "the host file holds what the guest wrote"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
