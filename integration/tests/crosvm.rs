@@ -8,9 +8,14 @@
 //!
 //!     CROSVM_BIN=/path/to/crosvm cargo test -p integration --test crosvm -- --nocapture
 
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -135,6 +140,74 @@ fn crosvm_block_keeps_what_the_guest_writes() -> Result<()> {
     assert!(
         on_disk == pattern,
         "the host file holds what the guest wrote"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn crosvm_console_passes_text_both_ways() -> Result<()> {
+    let Some(crosvm) = crosvm("crosvm_console_passes_text_both_ways") else {
+        return Ok(());
+    };
+    if !serves(&crosvm, "console")? {
+        println!("SKIPPED crosvm_console_passes_text_both_ways: this crosvm serves no console");
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("vfio-user-crosvm-console-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    // crosvm's console waits on its input with epoll: a FIFO, as regular files cannot be.
+    let input = dir.join("input");
+    let output = dir.join("output");
+    let status = Command::new("mkfifo").arg(&input).status()?;
+    anyhow::ensure!(status.success(), "mkfifo failed: {status}");
+    // Held open from the start, read-write so that opening it does not block: the server opens
+    // the FIFO for every device it builds, and each open waits for a writer.
+    let mut fifo = OpenOptions::new().read(true).write(true).open(&input)?;
+    // Answers once the guest's line has arrived, when the device the guest uses is the one
+    // reading the FIFO (the server builds a device more than once per client).
+    let done = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (output, done) = (output.clone(), done.clone());
+        std::thread::spawn(move || -> Result<bool> {
+            while !done.load(Ordering::Relaxed) {
+                let written = std::fs::read(&output).unwrap_or_default();
+                if written.windows(20).any(|w| w == b"hello from the guest") {
+                    fifo.write_all(b"hello from the host\n")?;
+                    return Ok(true);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(false)
+        })
+    };
+    let run = boot(
+        "crosvm-console",
+        format!(
+            "{} device vfio-user-server console --socket {{socket}} --input-file {} --output-file {}",
+            quoted(&crosvm),
+            quoted(&input),
+            quoted(&output)
+        ),
+        include_str!("../guest/crosvm-console.sh"),
+        &[],
+        "",
+    );
+    done.store(true, Ordering::Relaxed);
+    let answered = feeder.join().expect("the feeder thread panicked")?;
+    let run = run?;
+    assert!(answered, "the guest's line never reached the output file");
+    assert_eq!(run.result("pci.device")?, "0x1043");
+    assert_eq!(run.result("pci.driver")?, "virtio-pci");
+    assert_eq!(run.result("virtio.driver")?, "virtio_console");
+    assert_eq!(run.result("console.stty_status")?, "0");
+    assert_eq!(run.result("console.write_status")?, "0");
+    assert_eq!(run.result("console.read_status")?, "0");
+    assert_eq!(run.result("console.input")?, "hello from the host");
+    let written = std::fs::read_to_string(&output)?;
+    assert_eq!(
+        written, "hello from the guest\n",
+        "the guest's line, unchanged"
     );
     std::fs::remove_dir_all(&dir)?;
     Ok(())

@@ -16,6 +16,7 @@ mod no_vm;
 mod vm_services;
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -25,8 +26,13 @@ use anyhow::anyhow;
 use anyhow::bail;
 use anyhow::Context;
 use base::debug;
+use base::info;
 use base::warn;
+use base::Descriptor;
+use base::EventToken;
 use base::RawDescriptor;
+use base::SignalFd;
+use base::WaitContext;
 use hypervisor::ProtectionType;
 pub use no_vm::NoVm;
 use resources::AddressRange;
@@ -39,6 +45,7 @@ use vfio_user_server::Interrupts;
 use vfio_user_server::Listener;
 use vfio_user_server::Server;
 use vfio_user_server::ServerCapabilities;
+use vfio_user_server::Status;
 use vm_control::AnyControlTube;
 use vm_memory::GuestAddress;
 use vm_memory::GuestMemory;
@@ -190,11 +197,41 @@ fn guest_memory_from_maps(memory: &ClientMemory) -> anyhow::Result<GuestMemory> 
 /// Serves a device on a unix socket bound at `socket_path`, or on an inherited `fd`: a
 /// listening socket (clients one after another) or a connected one (that client only). Every
 /// client gets a freshly built device.
+///
+/// Returns `Ok` on SIGTERM or SIGINT, after tearing down the current connection (its eventfds
+/// closed, its memory unmapped, the device reset) and removing the socket file it bound.
 pub fn run_server(
     socket_path: Option<&str>,
     fd: Option<RawDescriptor>,
     factory: PciDeviceFactory,
 ) -> anyhow::Result<()> {
+    // Before any thread starts: the signals stay blocked in the threads started later (the VM
+    // services, the device's workers), so they are only ever read here.
+    let signals = [
+        SignalFd::new(libc::SIGTERM).context("creating a signalfd for SIGTERM")?,
+        SignalFd::new(libc::SIGINT).context("creating a signalfd for SIGINT")?,
+    ];
+    let result = serve_until_signal(socket_path, fd, factory, &signals);
+    // Consumed, or the signal that stopped the server would kill it when dropping its SignalFd
+    // unblocks it.
+    for signal in &signals {
+        let _ = signal.read();
+    }
+    result
+}
+
+fn serve_until_signal(
+    socket_path: Option<&str>,
+    fd: Option<RawDescriptor>,
+    factory: PciDeviceFactory,
+    signals: &[SignalFd],
+) -> anyhow::Result<()> {
+    let wait_ctx = WaitContext::new().context("creating the wait context")?;
+    for signal in signals {
+        wait_ctx
+            .add(signal, Token::Terminate)
+            .context("waiting on a signalfd")?;
+    }
     let mut adapter = PciDeviceAdapter::new(factory)?;
     let capabilities = ServerCapabilities::default();
     let listener = match (socket_path, fd) {
@@ -204,9 +241,9 @@ pub fn run_server(
             let stream = UnixStream::from(fd);
             // A listening socket has no peer.
             if stream.peer_addr().is_ok() {
-                let mut connection = Connection::new(stream, &mut adapter, capabilities)
+                let connection = Connection::new(stream, &mut adapter, capabilities)
                     .map_err(|e| anyhow!("{e}"))?;
-                connection.run();
+                serve(connection, &wait_ctx)?;
                 return Ok(());
             }
             Listener::from_fd(stream.into())
@@ -217,7 +254,78 @@ pub fn run_server(
         }
     };
     let mut server = Server::new(listener, adapter, capabilities).map_err(|e| anyhow!("{e}"))?;
+    let listening = Descriptor(server.listener().as_raw_fd());
+    wait_ctx
+        .add(&listening, Token::Listener)
+        .context("waiting on the socket")?;
     loop {
-        server.serve_one().context("accepting a client")?;
+        if wait_for_client(&wait_ctx)? == Token::Terminate {
+            break;
+        }
+        let connection = server.accept().context("accepting a client")?;
+        if serve(connection, &wait_ctx)? == Served::Terminated {
+            break;
+        }
     }
+    info!("terminating");
+    Ok(())
+}
+
+#[derive(EventToken, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Terminate,
+    Listener,
+    Client,
+}
+
+#[derive(PartialEq, Eq)]
+enum Served {
+    Disconnected,
+    Terminated,
+}
+
+/// Waits until a client connects or a signal asks the server to stop; returns which.
+fn wait_for_client(wait_ctx: &WaitContext<Token>) -> anyhow::Result<Token> {
+    loop {
+        let events = wait_ctx.wait().context("waiting for a client")?;
+        if events.iter().any(|e| e.token == Token::Terminate) {
+            return Ok(Token::Terminate);
+        }
+        if events.iter().any(|e| e.token == Token::Listener) {
+            return Ok(Token::Listener);
+        }
+    }
+}
+
+/// Serves `connection` until the client goes away or a signal asks the server to stop. The
+/// connection is torn down either way, when it is dropped here.
+fn serve(
+    mut connection: Connection<'_, UnixStream>,
+    wait_ctx: &WaitContext<Token>,
+) -> anyhow::Result<Served> {
+    let client = Descriptor(connection.as_raw_fd());
+    wait_ctx
+        .add(&client, Token::Client)
+        .context("waiting on the client")?;
+    let served = loop {
+        // Messages already read from the socket do not wake the wait.
+        if !connection.has_backlog() {
+            let events = wait_ctx.wait().context("waiting for the client")?;
+            if events.iter().any(|e| e.token == Token::Terminate) {
+                info!("terminating: closing the client's connection");
+                break Served::Terminated;
+            }
+            if !events.iter().any(|e| e.token == Token::Client) {
+                continue;
+            }
+        }
+        if connection.handle_message() == Status::Closed {
+            info!("client disconnected");
+            break Served::Disconnected;
+        }
+    };
+    wait_ctx
+        .delete(&client)
+        .context("forgetting the client's socket")?;
+    Ok(served)
 }
