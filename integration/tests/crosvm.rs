@@ -23,6 +23,7 @@ use integration::guest;
 use integration::guest::Boot;
 use integration::guest::GuestEnv;
 use integration::guest::GuestRun;
+use integration::guest::Servers;
 
 /// The crosvm binary to test, or None (the test is then skipped, with the reason printed).
 fn crosvm(test: &str) -> Option<PathBuf> {
@@ -210,5 +211,124 @@ fn crosvm_console_passes_text_both_ways() -> Result<()> {
         "the guest's line, unchanged"
     );
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// A network namespace of the test's own with a tap in it, `vutap0` at 10.55.0.1/24; deleted,
+/// tap and all, when dropped.
+struct NetNamespace {
+    name: String,
+}
+
+impl NetNamespace {
+    fn create(name: &str) -> Result<NetNamespace> {
+        // The namespace left by an earlier run that was killed, if any.
+        let _ = Command::new("ip").args(["netns", "delete", name]).output();
+        run_ip(&["netns", "add", name])?;
+        let namespace = NetNamespace {
+            name: name.to_string(),
+        };
+        for args in [
+            &["tuntap", "add", "dev", "vutap0", "mode", "tap"][..],
+            &["addr", "add", "10.55.0.1/24", "dev", "vutap0"],
+            &["link", "set", "vutap0", "up"],
+            &["link", "set", "lo", "up"],
+        ] {
+            let mut full = vec!["netns", "exec", name, "ip"];
+            full.extend_from_slice(args);
+            run_ip(&full)?;
+        }
+        Ok(namespace)
+    }
+}
+
+impl Drop for NetNamespace {
+    fn drop(&mut self) {
+        if let Err(e) = run_ip(&["netns", "delete", &self.name]) {
+            eprintln!("deleting network namespace {}: {e:#}", self.name);
+        }
+    }
+}
+
+fn run_ip(args: &[&str]) -> Result<()> {
+    let output = Command::new("ip").args(args).output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "ip {}: {}: {}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Why network namespaces cannot be made here, if they cannot.
+fn no_netns() -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root (ip netns needs it)".to_string());
+    }
+    match Command::new("ip").args(["netns", "list"]).output() {
+        Ok(output) if output.status.success() => None,
+        Ok(output) => Some(format!(
+            "`ip netns list` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+        Err(e) => Some(format!("no ip (iproute2): {e}")),
+    }
+}
+
+#[test]
+fn crosvm_net_pings_the_host_tap() -> Result<()> {
+    let Some(crosvm) = crosvm("crosvm_net_pings_the_host_tap") else {
+        return Ok(());
+    };
+    if !serves(&crosvm, "net")? {
+        println!("SKIPPED crosvm_net_pings_the_host_tap: this crosvm serves no net");
+        return Ok(());
+    }
+    if let Some(reason) = no_netns() {
+        println!("SKIPPED crosvm_net_pings_the_host_tap: {reason}");
+        return Ok(());
+    }
+    // The tap and its traffic (10.55.0.0/24 only) stay in a namespace of this test's own; the
+    // server runs there too, its socket on the shared filesystem for QEMU outside.
+    let namespace = NetNamespace::create(&format!("vunet{}", std::process::id()))?;
+    let env = GuestEnv::prepare()?;
+    let boot = Boot {
+        name: "crosvm-net".to_string(),
+        servers: vec![format!(
+            "ip netns exec {} {} device vfio-user-server net --socket {{socket}} --tap-name vutap0",
+            namespace.name,
+            quoted(&crosvm)
+        )],
+        script: include_str!("../guest/crosvm-net.sh").to_string(),
+        modules: vec!["virtio_net".to_string()],
+        echo_prefix: Some("[crosvm-net] ".to_string()),
+        timeout: Duration::from_secs(300),
+        ..Boot::default()
+    };
+    let mut servers = Servers::start(&env, &boot)?;
+    // Two guests, one after the other, against the same server: the second client's device
+    // opens the tap again once the first one's has let it go.
+    for round in 1..=2 {
+        let run = servers.boot(
+            &env,
+            &Boot {
+                name: format!("crosvm-net-{round}"),
+                echo_prefix: Some(format!("[crosvm-net-{round}] ")),
+                ..boot.clone()
+            },
+        )?;
+        run.check()?;
+        assert_eq!(run.result("pci.device")?, "0x1041", "guest {round}");
+        assert_eq!(run.result("pci.driver")?, "virtio-pci", "guest {round}");
+        assert_eq!(run.result("virtio.driver")?, "virtio_net", "guest {round}");
+        assert_eq!(run.result("net.addr_status")?, "0", "guest {round}");
+        assert_eq!(run.result("net.up_status")?, "0", "guest {round}");
+        assert_eq!(run.result("net.ping_received")?, "3", "guest {round}");
+    }
+    drop(servers);
+    drop(namespace);
     Ok(())
 }

@@ -68,6 +68,11 @@ impl Guarded {
         &self.name
     }
 
+    /// The leader's process id, which is also the group's id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
         self.child.stdout.take()
     }

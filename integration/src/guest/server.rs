@@ -81,7 +81,7 @@ impl RunningServer {
     fn wait_until_listening(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if is_listening(&self.socket)? {
+            if is_listening(&self.socket, self.process.id())? {
                 return Ok(());
             }
             if let Some(status) = self.process.try_status()? {
@@ -98,10 +98,43 @@ impl RunningServer {
     }
 }
 
-/// Whether a socket bound to `path` is listening, per `/proc/net/unix`.
-fn is_listening(path: &Path) -> Result<bool> {
+/// Whether a socket bound to `path` is listening, per `/proc/net/unix`, or, for a server run in
+/// a network namespace of its own (`ip netns exec`), per the table of that namespace, seen
+/// through `/proc/PID/net/unix` of the processes in the server's group `pgid`.
+fn is_listening(path: &Path, pgid: u32) -> Result<bool> {
+    let path = path.to_str().unwrap_or_default();
     let table = std::fs::read_to_string("/proc/net/unix").context("reading /proc/net/unix")?;
-    Ok(listening_in(&table, path.to_str().unwrap_or_default()))
+    if listening_in(&table, path) {
+        return Ok(true);
+    }
+    let own_netns = std::fs::read_link("/proc/self/ns/net").ok();
+    for entry in std::fs::read_dir("/proc").context("reading /proc")? {
+        let pid = entry?.file_name();
+        let Some(pid) = pid
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        // Processes come and go: whatever cannot be read is skipped.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+        let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        if after_comm.split_whitespace().nth(2) != Some(pgid.to_string().as_str()) {
+            continue;
+        }
+        if std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() == own_netns {
+            continue;
+        }
+        if let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/unix")) {
+            if listening_in(&table, path) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Lines are `Num: RefCount Protocol Flags Type St Inode[ Path]`: seven padded fields, then
