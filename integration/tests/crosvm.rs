@@ -214,6 +214,51 @@ fn crosvm_console_passes_text_both_ways() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn crosvm_gpu_binds_and_scans_out() -> Result<()> {
+    let Some(crosvm) = crosvm("crosvm_gpu_binds_and_scans_out") else {
+        return Ok(());
+    };
+    if !serves(&crosvm, "gpu")? {
+        println!("SKIPPED crosvm_gpu_binds_and_scans_out: this crosvm serves no gpu");
+        return Ok(());
+    }
+    let run = boot(
+        "crosvm-gpu",
+        format!(
+            "{} device vfio-user-server gpu --socket {{socket}}",
+            quoted(&crosvm)
+        ),
+        include_str!("../guest/crosvm-gpu.sh"),
+        &["virtio_gpu"],
+        "",
+    )?;
+    assert_eq!(run.result("pci.device")?, "0x1050");
+    assert_eq!(run.result("pci.driver")?, "virtio-pci");
+    assert_eq!(run.result("virtio.driver")?, "virtio_gpu");
+    // BAR2, the host-visible memory region: crosvm's default size (8 GiB), 64-bit prefetchable
+    // memory (IORESOURCE_MEM 0x200, PREFETCH 0x2000, MEM_64 0x100000).
+    assert_eq!(run.result("pci.bar2_size")?, (8u64 << 30).to_string());
+    let flags = u64::from_str_radix(run.result("pci.bar2_flags")?.trim_start_matches("0x"), 16)?;
+    assert_eq!(flags & 0x102200, 0x102200, "BAR2 flags {flags:#x}");
+    assert_eq!(run.result("drm.card0")?, "present");
+    assert_eq!(run.result("fb0.name")?, "virtio_gpudrmfb");
+    assert_eq!(run.result("trace.enable_status")?, "0");
+    assert_eq!(run.result("tty0.write_status")?, "0");
+    // fbcon's drawing reached the device: transfers and flushes of its framebuffer, all answered
+    // OK_NODATA, none with an error.
+    let transfers: u32 = run.result("trace.transfers")?.parse()?;
+    let flushes: u32 = run.result("trace.flushes")?.parse()?;
+    let ok: u32 = run.result("trace.ok_nodata")?.parse()?;
+    assert!(
+        transfers > 0 && flushes > 0,
+        "{transfers} transfers, {flushes} flushes"
+    );
+    assert!(ok >= transfers + flushes, "{ok} OK_NODATA answers");
+    assert_eq!(run.result("trace.errors")?, "0");
+    Ok(())
+}
+
 /// A network namespace of the test's own with a tap in it, `vutap0` at 10.55.0.1/24; deleted,
 /// tap and all, when dropped.
 struct NetNamespace {

@@ -5,6 +5,8 @@
 //! `crosvm device vfio-user-server DEVICE`: serves one of crosvm's devices to another VMM over
 //! vfio-user (QEMU's `vfio-user-pci`, cloud-hypervisor's `--user-device`).
 
+#[cfg(feature = "gpu")]
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::bail;
@@ -12,11 +14,21 @@ use anyhow::Context;
 use argh::FromArgs;
 use base::Event;
 use base::RawDescriptor;
+#[cfg(feature = "gpu")]
+use base::RecvTube;
+#[cfg(feature = "gpu")]
+use base::Tube;
 use devices::vfio_user_backend;
 use devices::virtio::base_features;
 use devices::virtio::block::DiskOption;
 use devices::virtio::BlockAsync;
 use devices::virtio::Console;
+#[cfg(feature = "gpu")]
+use devices::virtio::DisplayBackend;
+#[cfg(feature = "gpu")]
+use devices::virtio::Gpu;
+#[cfg(feature = "gpu")]
+use devices::virtio::GpuParameters;
 #[cfg(feature = "net")]
 use devices::virtio::Net;
 use devices::virtio::VirtioDevice;
@@ -50,6 +62,8 @@ enum DeviceOptions {
     Console(ConsoleOptions),
     #[cfg(feature = "net")]
     Net(NetOptions),
+    #[cfg(feature = "gpu")]
+    Gpu(GpuOptions),
 }
 
 #[derive(FromArgs)]
@@ -152,6 +166,38 @@ struct NetOptions {
     mrg_rxbuf: bool,
 }
 
+#[cfg(feature = "gpu")]
+#[derive(FromArgs)]
+#[argh(subcommand, name = "gpu")]
+/// virtio-gpu, without a window (a stub display): 2D, as for the vhost-user `crosvm device gpu`
+struct GpuOptions {
+    #[argh(option, arg_name = "PATH", hidden_help)]
+    /// same as --socket-path
+    socket: Option<String>,
+    #[argh(option, arg_name = "PATH")]
+    /// path of the unix socket to listen on.
+    /// If this flag is set, --fd cannot be specified.
+    socket_path: Option<String>,
+    #[argh(option, arg_name = "FD")]
+    /// inherited unix socket: a listening one (serves one client after another) or a connected
+    /// one (serves that client). If this flag is set, --socket-path cannot be specified.
+    fd: Option<RawDescriptor>,
+    #[argh(
+        option,
+        from_str_fn(gpu_parameters_from_str),
+        default = "Default::default()",
+        arg_name = "JSON"
+    )]
+    /// a JSON object of virtio-gpu parameters, as for `crosvm device gpu --params` (keys as
+    /// for `crosvm run --gpu`: displays, pci-bar-size, ...)
+    params: GpuParameters,
+}
+
+#[cfg(feature = "gpu")]
+fn gpu_parameters_from_str(input: &str) -> Result<GpuParameters, String> {
+    serde_json::from_str(input).map_err(|e| e.to_string())
+}
+
 /// `--socket` is a synonym of `--socket-path`, as for crosvm's vhost-user backends.
 fn socket_path(
     socket: Option<String>,
@@ -201,7 +247,45 @@ pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
                 vfio_user_backend::virtio_pci_factory(move || net_device(&tap, mac, mrg_rxbuf));
             vfio_user_backend::run_server(path.as_deref(), net.fd, factory)
         }
+        #[cfg(feature = "gpu")]
+        DeviceOptions::Gpu(gpu) => {
+            let path = socket_path(gpu.socket, gpu.socket_path)?;
+            let params = gpu.params;
+            // The host ends of the current device's tubes: its worker stops when the control
+            // tube's other end goes. A new client's device replaces them.
+            let mut host_tubes: Option<(RecvTube, Tube)> = None;
+            let factory = vfio_user_backend::virtio_pci_factory(move || {
+                let (device, tubes) = gpu_device(&params)?;
+                // The previous device, if any, is gone or going: its worker may stop.
+                drop(host_tubes.replace(tubes));
+                Ok(device)
+            });
+            vfio_user_backend::run_server(path.as_deref(), gpu.fd, factory)
+        }
     }
+}
+
+/// crosvm's virtio-gpu as `crosvm device gpu` (vhost-user) builds it, on a stub display, with
+/// the host ends of its exit and control tubes, which nothing reads.
+#[cfg(feature = "gpu")]
+fn gpu_device(params: &GpuParameters) -> anyhow::Result<(Box<dyn VirtioDevice>, (RecvTube, Tube))> {
+    let (exit_evt_wrtube, exit_evt_rdtube) =
+        Tube::directional_pair().context("failed to create vm event tube")?;
+    let (gpu_control_tube, gpu_control_host) =
+        Tube::pair().context("failed to create gpu control tube")?;
+    let gpu = Gpu::new(
+        exit_evt_wrtube,
+        gpu_control_tube,
+        Vec::new(),
+        vec![DisplayBackend::Stub],
+        params,
+        None,
+        Vec::new(),
+        base_features(ProtectionType::Unprotected),
+        &BTreeMap::new(),
+        None,
+    );
+    Ok((Box::new(gpu), (exit_evt_rdtube, gpu_control_host)))
 }
 
 /// crosvm's virtio-block on `disk`, as `crosvm run --block` builds it. Without a control tube:
