@@ -18,6 +18,8 @@ use base::RawDescriptor;
 use base::RecvTube;
 #[cfg(feature = "gpu")]
 use base::Tube;
+#[cfg(feature = "gpu")]
+use devices::parse_wayland_sock;
 use devices::vfio_user_backend;
 use devices::virtio::base_features;
 use devices::virtio::block::DiskOption;
@@ -169,7 +171,9 @@ struct NetOptions {
 #[cfg(feature = "gpu")]
 #[derive(FromArgs)]
 #[argh(subcommand, name = "gpu")]
-/// virtio-gpu, without a window (a stub display): 2D, as for the vhost-user `crosvm device gpu`
+/// virtio-gpu, as for the vhost-user `crosvm device gpu`: its scanouts shown in windows of the
+/// unnamed --wayland-sock compositor (a stub display without one), its cross-domain context
+/// talking to the --wayland-sock sockets
 struct GpuOptions {
     #[argh(option, arg_name = "PATH", hidden_help)]
     /// same as --socket-path
@@ -191,6 +195,10 @@ struct GpuOptions {
     /// a JSON object of virtio-gpu parameters, as for `crosvm device gpu --params` (keys as
     /// for `crosvm run --gpu`: displays, pci-bar-size, ...)
     params: GpuParameters,
+    #[argh(option, from_str_fn(parse_wayland_sock), arg_name = "PATH[,name=NAME]")]
+    /// path to one or more Wayland sockets. The unnamed socket is used for displaying virtual
+    /// screens while the named ones are used for IPC
+    wayland_sock: Vec<(String, PathBuf)>,
 }
 
 #[cfg(feature = "gpu")]
@@ -251,11 +259,12 @@ pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
         DeviceOptions::Gpu(gpu) => {
             let path = socket_path(gpu.socket, gpu.socket_path)?;
             let params = gpu.params;
+            let channels: BTreeMap<String, PathBuf> = gpu.wayland_sock.into_iter().collect();
             // The host ends of the current device's tubes: its worker stops when the control
             // tube's other end goes. A new client's device replaces them.
             let mut host_tubes: Option<(RecvTube, Tube)> = None;
             let factory = vfio_user_backend::virtio_pci_factory(move || {
-                let (device, tubes) = gpu_device(&params)?;
+                let (device, tubes) = gpu_device(&params, &channels)?;
                 // The previous device, if any, is gone or going: its worker may stop.
                 drop(host_tubes.replace(tubes));
                 Ok(device)
@@ -265,24 +274,32 @@ pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
     }
 }
 
-/// crosvm's virtio-gpu as `crosvm device gpu` (vhost-user) builds it, on a stub display, with
-/// the host ends of its exit and control tubes, which nothing reads.
+/// crosvm's virtio-gpu as `crosvm device gpu` (vhost-user) builds it, with the host ends of its
+/// exit and control tubes, which nothing reads. Its display is a window of the unnamed Wayland
+/// socket's compositor when there is one, else a stub (no X11: a server has no X display).
 #[cfg(feature = "gpu")]
-fn gpu_device(params: &GpuParameters) -> anyhow::Result<(Box<dyn VirtioDevice>, (RecvTube, Tube))> {
+fn gpu_device(
+    params: &GpuParameters,
+    channels: &BTreeMap<String, PathBuf>,
+) -> anyhow::Result<(Box<dyn VirtioDevice>, (RecvTube, Tube))> {
     let (exit_evt_wrtube, exit_evt_rdtube) =
         Tube::directional_pair().context("failed to create vm event tube")?;
     let (gpu_control_tube, gpu_control_host) =
         Tube::pair().context("failed to create gpu control tube")?;
+    let mut display_backends = vec![DisplayBackend::Stub];
+    if let Some(path) = channels.get("") {
+        display_backends.insert(0, DisplayBackend::Wayland(Some(path.clone())));
+    }
     let gpu = Gpu::new(
         exit_evt_wrtube,
         gpu_control_tube,
         Vec::new(),
-        vec![DisplayBackend::Stub],
+        display_backends,
         params,
         None,
         Vec::new(),
         base_features(ProtectionType::Unprotected),
-        &BTreeMap::new(),
+        channels,
         None,
     );
     Ok((Box::new(gpu), (exit_evt_rdtube, gpu_control_host)))
