@@ -10,6 +10,9 @@
 //! [`Connection`] per client. The crate handles framing and fd passing, version negotiation,
 //! the DMA table with bounded guest-memory access ([`GuestMemory`]), the IRQ table
 //! ([`Interrupts`]), region info with sparse mmaps, ioeventfds, and BAR sizing in config space.
+//! For host-visible memory whose files come and go while the guest runs (virtio-gpu blobs),
+//! [`ShadowMemory`] backs a whole region with one mappable file kept coherent by copies, and
+//! [`SocketRelay`] brings the files a peer holds up to date before each message it gets.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -24,7 +27,9 @@ mod message;
 pub mod pci;
 pub mod protocol;
 mod region;
+mod relay;
 mod server;
+pub mod shadow;
 pub mod sys;
 
 pub use capabilities::ClientCapabilities;
@@ -50,5 +55,7 @@ pub use irq::IrqCounts;
 pub use message::MemoryTransport;
 pub use message::Transport;
 pub use region::InvalidDescription;
+pub use relay::SocketRelay;
 pub use server::Listener;
 pub use server::Server;
+pub use shadow::ShadowMemory;

@@ -313,6 +313,71 @@ pub fn wait_readable(fd: BorrowedFd, timeout_ms: i32) -> io::Result<bool> {
     }
 }
 
+/// Frees the pages of `len` bytes of `fd` at `offset`, which read as zeros afterwards; the size
+/// of the file stays.
+pub fn punch_hole(fd: BorrowedFd, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    // SAFETY: no pointers; the result is checked.
+    let ret = unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The size in bytes of the file behind `fd`.
+pub fn file_size(fd: BorrowedFd) -> io::Result<u64> {
+    // SAFETY: zeroed stat is a valid value for fstat to overwrite.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: stat is a live, writable struct of the right type.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stat.st_size as u64)
+}
+
+/// Forbids shrinking a memfd created with sealing allowed, so that a mapping of it can never
+/// fault past its end. Returns whether the seal is in place; other files cannot be sealed.
+pub fn seal_against_shrinking(fd: BorrowedFd) -> bool {
+    // SAFETY: no pointers; the result is checked.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) };
+    ret == 0
+}
+
+/// Waits until one of `fds` is readable (or hung up) or `timeout_ms` passes (negative: forever).
+/// Returns which are.
+pub fn wait_any_readable(fds: &[BorrowedFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        // SAFETY: pfds is a live array of pfds.len() pollfds.
+        let ret = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        return Ok(pfds.iter().map(|p| p.revents != 0).collect());
+    }
+}
+
 /// The system page size.
 pub fn page_size() -> u64 {
     // SAFETY: sysconf has no memory effects.

@@ -1,0 +1,472 @@
+// Copyright 2026 The ChromiumOS Authors
+// Use of this source code is governed by a BSD-style license that can be
+// found in the LICENSE file.
+
+//! Host-visible memory for a region whose contents live in other files.
+//!
+//! A device such as virtio-gpu places files (blobs) at offsets of a BAR while the guest runs.
+//! vfio-user cannot add an fd to a region after GET_REGION_INFO, and clients map each region
+//! once, so [`ShadowMemory`] backs the whole region with one file of its own that the client
+//! maps, and keeps it coherent with the placed files by copying:
+//!
+//! - [`ShadowMemory::map`] copies the file into the region before it returns, so the guest never
+//!   sees the range's old contents once the device acknowledges the mapping;
+//! - [`ShadowMemory::copy_out_exported`] copies the region back into the files that were handed
+//!   to a peer (a compositor), before each message that peer gets: it sees a snapshot at each
+//!   message, which matches a buffer's attach/commit/release cycle;
+//! - [`ShadowMemory::unmap`] copies the range back into its file and frees the range's pages.
+//!
+//! What this does not give: writes to a file by anyone else after it was mapped do not reach the
+//! guest (a compositor writing into a client's buffer, as screen capture protocols do).
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::fd::BorrowedFd;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::MutexGuard;
+
+use remain::sorted;
+use thiserror::Error;
+
+use crate::device::RegionMmap;
+use crate::sys;
+use crate::sys::MappedFile;
+
+#[sorted]
+#[derive(Error, Debug)]
+pub enum ShadowError {
+    #[error(
+        "mapping {offset:#x}+{len:#x} is empty, misaligned or outside the {size:#x}-byte region"
+    )]
+    InvalidRange { offset: u64, len: u64, size: u64 },
+    #[error("mapping {offset:#x}+{len:#x} overlaps the mapping at {existing:#x}")]
+    Overlaps {
+        offset: u64,
+        len: u64,
+        existing: u64,
+    },
+    #[error("the region's backing file has not been created")]
+    RegionMissing,
+    #[error("the region was already created with {existing:#x} bytes, not {size:#x}")]
+    RegionSizeMismatch { size: u64, existing: u64 },
+    #[error("the file holds {file_size:#x} bytes, fewer than {fd_offset:#x}+{len:#x}")]
+    SourceTooShort {
+        fd_offset: u64,
+        len: u64,
+        file_size: u64,
+    },
+    #[error("{0}")]
+    Sys(#[from] io::Error),
+    #[error("no mapping at {0:#x}")]
+    UnknownMapping(u64),
+}
+
+pub type Result<T> = std::result::Result<T, ShadowError>;
+
+/// A region's backing file and the files placed in it. Cheap to share: every method takes
+/// `&self`, so the device's mapping requests, a relay and the connection can hold it at once.
+#[derive(Default)]
+pub struct ShadowMemory {
+    state: Mutex<Option<Shadow>>,
+}
+
+struct Shadow {
+    file: Arc<OwnedFd>,
+    /// This process's view of the whole file; the client maps the same pages.
+    view: MappedFile,
+    size: u64,
+    /// By offset in the region.
+    mappings: BTreeMap<u64, Placed>,
+    /// Identities of files handed to a peer, whose contents it reads.
+    exported: BTreeSet<(u64, u64)>,
+}
+
+struct Placed {
+    source: MappedFile,
+    identity: (u64, u64),
+    /// Whether the guest's writes are copied back into the file.
+    writable: bool,
+}
+
+impl ShadowMemory {
+    pub fn new() -> Arc<ShadowMemory> {
+        Arc::new(ShadowMemory::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Shadow>> {
+        // A panic while copying leaves plain bytes behind, nothing half-updated to protect.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates the region's backing file of `size` bytes, once, and returns how the client maps
+    /// it: whole, no sparse areas. Asking again with the same size returns the same file.
+    pub fn region_mmap(&self, name: &str, size: u64) -> Result<RegionMmap> {
+        let mut state = self.lock();
+        if let Some(shadow) = state.as_ref() {
+            if shadow.size != size {
+                return Err(ShadowError::RegionSizeMismatch {
+                    size,
+                    existing: shadow.size,
+                });
+            }
+            return Ok(shadow.region_mmap());
+        }
+        let len = usize::try_from(size).map_err(|_| ShadowError::InvalidRange {
+            offset: 0,
+            len: size,
+            size,
+        })?;
+        let name = CString::new(name).unwrap_or_else(|_| c"vfio-user-shadow".to_owned());
+        // The file's pages exist only where the guest or a copy-in wrote: an 8 GiB BAR costs
+        // what is mapped in it.
+        let file = OwnedFd::from(sys::memfd(&name, size)?);
+        let view = MappedFile::map(file.as_fd(), 0, len, true, true)?;
+        let shadow = Shadow {
+            file: Arc::new(file),
+            view,
+            size,
+            mappings: BTreeMap::new(),
+            exported: BTreeSet::new(),
+        };
+        let mmap = shadow.region_mmap();
+        *state = Some(shadow);
+        Ok(mmap)
+    }
+
+    /// Places `len` bytes of `fd` from `fd_offset` at `offset` in the region and copies them in.
+    /// With `writable`, the guest's writes are copied back at [`ShadowMemory::unmap`] and
+    /// [`ShadowMemory::copy_out_exported`]; a file that cannot be mapped writable (a sealed
+    /// keymap) is placed read-only.
+    pub fn map(
+        &self,
+        offset: u64,
+        fd: BorrowedFd,
+        fd_offset: u64,
+        len: u64,
+        writable: bool,
+    ) -> Result<()> {
+        let mut state = self.lock();
+        let shadow = state.as_mut().ok_or(ShadowError::RegionMissing)?;
+        let page = sys::page_size();
+        let end = offset.checked_add(len);
+        if len == 0 || !offset.is_multiple_of(page) || end.is_none_or(|end| end > shadow.size) {
+            return Err(ShadowError::InvalidRange {
+                offset,
+                len,
+                size: shadow.size,
+            });
+        }
+        if let Some(existing) = shadow.overlapping(offset, len) {
+            return Err(ShadowError::Overlaps {
+                offset,
+                len,
+                existing,
+            });
+        }
+        // Shrinking the file later would make the copies fault; seal it where possible and check
+        // its size now.
+        sys::seal_against_shrinking(fd);
+        let file_size = sys::file_size(fd)?;
+        if fd_offset.checked_add(len).is_none_or(|end| end > file_size) {
+            return Err(ShadowError::SourceTooShort {
+                fd_offset,
+                len,
+                file_size,
+            });
+        }
+        let map_len = len as usize;
+        let (source, writable) = match MappedFile::map(fd, fd_offset, map_len, true, writable) {
+            Ok(source) => (source, writable),
+            Err(e) if writable && matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+                (MappedFile::map(fd, fd_offset, map_len, true, false)?, false)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let placed = Placed {
+            source,
+            identity: sys::file_identity(fd)?,
+            writable,
+        };
+        // SAFETY: `source` maps exactly `len` bytes; the view maps the whole region and
+        // offset + len <= size was checked above; the two are distinct mappings.
+        unsafe {
+            sys::copy_guest(
+                placed.source.as_ptr(),
+                shadow.view.as_ptr().add(offset as usize),
+                map_len,
+            )
+        };
+        shadow.mappings.insert(offset, placed);
+        Ok(())
+    }
+
+    /// Removes the mapping at `offset`: copies the range back into its file if writable, then
+    /// frees the range's pages, which the guest reads as zeros from then on.
+    pub fn unmap(&self, offset: u64) -> Result<()> {
+        let mut state = self.lock();
+        let shadow = state.as_mut().ok_or(ShadowError::RegionMissing)?;
+        let placed = shadow
+            .mappings
+            .remove(&offset)
+            .ok_or(ShadowError::UnknownMapping(offset))?;
+        shadow.release(offset, &placed)?;
+        if !shadow
+            .mappings
+            .values()
+            .any(|p| p.identity == placed.identity)
+        {
+            shadow.exported.remove(&placed.identity);
+        }
+        Ok(())
+    }
+
+    /// Removes every mapping as [`ShadowMemory::unmap`] does (the device is gone, or reset).
+    pub fn unmap_all(&self) {
+        let mut state = self.lock();
+        let Some(shadow) = state.as_mut() else {
+            return;
+        };
+        for (offset, placed) in std::mem::take(&mut shadow.mappings) {
+            if let Err(e) = shadow.release(offset, &placed) {
+                log::warn!("shadow: releasing {offset:#x}: {e}");
+            }
+        }
+        shadow.exported.clear();
+    }
+
+    /// Records that the file behind `fd` was handed to a peer: from now on its mappings are
+    /// copied out before each message to that peer.
+    pub fn note_exported(&self, fd: BorrowedFd) {
+        let Ok(identity) = sys::file_identity(fd) else {
+            return;
+        };
+        let mut state = self.lock();
+        if let Some(shadow) = state.as_mut() {
+            if shadow.mappings.values().any(|p| p.identity == identity) {
+                shadow.exported.insert(identity);
+            }
+        }
+    }
+
+    /// Copies the region into every writable mapped file a peer holds. Returns the bytes copied.
+    pub fn copy_out_exported(&self) -> u64 {
+        let state = self.lock();
+        let Some(shadow) = state.as_ref() else {
+            return 0;
+        };
+        let mut copied = 0;
+        for (offset, placed) in &shadow.mappings {
+            if placed.writable && shadow.exported.contains(&placed.identity) {
+                shadow.copy_back(*offset, placed);
+                copied += placed.source.len() as u64;
+            }
+        }
+        copied
+    }
+
+    /// The number of files placed in the region.
+    pub fn mapping_count(&self) -> usize {
+        self.lock().as_ref().map_or(0, |s| s.mappings.len())
+    }
+}
+
+impl Shadow {
+    fn region_mmap(&self) -> RegionMmap {
+        RegionMmap {
+            fd: self.file.clone(),
+            offset: 0,
+            sparse_areas: None,
+        }
+    }
+
+    /// The offset of a mapping that overlaps `offset..offset + len`.
+    fn overlapping(&self, offset: u64, len: u64) -> Option<u64> {
+        let end = offset + len;
+        // The last mapping that starts before `end` is the only candidate: mappings never
+        // overlap each other.
+        let (&start, placed) = self.mappings.range(..end).next_back()?;
+        (start + placed.source.len() as u64 > offset).then_some(start)
+    }
+
+    fn copy_back(&self, offset: u64, placed: &Placed) {
+        // SAFETY: `offset` + the source's length was checked against the view when the mapping
+        // was placed; the source mapping is writable (checked by the callers) and distinct.
+        unsafe {
+            sys::copy_guest(
+                self.view.as_ptr().add(offset as usize),
+                placed.source.as_ptr(),
+                placed.source.len(),
+            )
+        };
+    }
+
+    fn release(&self, offset: u64, placed: &Placed) -> io::Result<()> {
+        if placed.writable {
+            self.copy_back(offset, placed);
+        }
+        sys::punch_hole(self.file.as_fd(), offset, placed.source.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+
+    fn blob(bytes: &[u8]) -> File {
+        let file = sys::memfd(c"blob", bytes.len() as u64).unwrap();
+        file.write_all_at(bytes, 0).unwrap();
+        file
+    }
+
+    /// Reads the region through a mapping of its own, as the client does.
+    fn client_view(mmap: &RegionMmap, len: usize) -> MappedFile {
+        MappedFile::map(mmap.fd.as_fd(), mmap.offset, len, true, true).unwrap()
+    }
+
+    fn read(view: &MappedFile, offset: usize, len: usize) -> Vec<u8> {
+        let mut out = vec![0; len];
+        // SAFETY: the tests keep offset + len inside the view.
+        unsafe { sys::copy_guest(view.as_ptr().add(offset), out.as_mut_ptr(), len) };
+        out
+    }
+
+    fn write(view: &MappedFile, offset: usize, data: &[u8]) {
+        // SAFETY: the tests keep offset + len inside the view.
+        unsafe { sys::copy_guest(data.as_ptr(), view.as_ptr().add(offset), data.len()) };
+    }
+
+    #[test]
+    fn mapped_file_appears_and_guest_writes_return_at_unmap() {
+        let shadow = ShadowMemory::new();
+        let mmap = shadow.region_mmap("test", 1 << 20).unwrap();
+        let client = client_view(&mmap, 1 << 20);
+        let file = blob(&[7u8; 8192]);
+        shadow.map(0x4000, file.as_fd(), 0, 8192, true).unwrap();
+        assert_eq!(read(&client, 0x4000, 8192), vec![7u8; 8192]);
+        assert_eq!(read(&client, 0x3000, 4096), vec![0u8; 4096]);
+
+        write(&client, 0x4000 + 100, b"guest");
+        let mut in_file = [0u8; 5];
+        file.read_exact_at(&mut in_file, 100).unwrap();
+        assert_eq!(&in_file, &[7u8; 5], "no copy-out before unmap or export");
+
+        shadow.unmap(0x4000).unwrap();
+        file.read_exact_at(&mut in_file, 100).unwrap();
+        assert_eq!(&in_file, b"guest");
+        assert_eq!(read(&client, 0x4000, 8192), vec![0u8; 8192], "range freed");
+        assert_eq!(shadow.mapping_count(), 0);
+    }
+
+    #[test]
+    fn exported_files_get_the_guest_writes_before_each_message() {
+        let shadow = ShadowMemory::new();
+        let mmap = shadow.region_mmap("test", 1 << 20).unwrap();
+        let client = client_view(&mmap, 1 << 20);
+        let shared = blob(&[0u8; 4096]);
+        let private = blob(&[0u8; 4096]);
+        shadow.map(0, shared.as_fd(), 0, 4096, true).unwrap();
+        shadow.map(0x1000, private.as_fd(), 0, 4096, true).unwrap();
+        // A duplicate fd (as a socket delivers it) is the same file.
+        let received = shared.try_clone().unwrap();
+        shadow.note_exported(received.as_fd());
+
+        write(&client, 0, b"frame 1");
+        write(&client, 0x1000, b"not sent");
+        assert_eq!(shadow.copy_out_exported(), 4096);
+        let mut bytes = [0u8; 8];
+        shared.read_exact_at(&mut bytes[..7], 0).unwrap();
+        assert_eq!(&bytes[..7], b"frame 1");
+        private.read_exact_at(&mut bytes, 0).unwrap();
+        assert_eq!(
+            bytes, [0u8; 8],
+            "a file no peer holds is copied at unmap only"
+        );
+
+        write(&client, 0, b"frame 2");
+        shadow.copy_out_exported();
+        shared.read_exact_at(&mut bytes[..7], 0).unwrap();
+        assert_eq!(&bytes[..7], b"frame 2");
+    }
+
+    #[test]
+    fn bad_mappings_are_refused_without_touching_the_region() {
+        let shadow = ShadowMemory::new();
+        let file = blob(&[1u8; 8192]);
+        assert!(matches!(
+            shadow.map(0, file.as_fd(), 0, 4096, true),
+            Err(ShadowError::RegionMissing)
+        ));
+        let mmap = shadow.region_mmap("test", 0x10000).unwrap();
+        assert!(matches!(
+            shadow.region_mmap("test", 0x20000),
+            Err(ShadowError::RegionSizeMismatch { .. })
+        ));
+        let again = shadow.region_mmap("test", 0x10000).unwrap();
+        assert!(Arc::ptr_eq(&mmap.fd, &again.fd));
+        for (offset, len) in [
+            (0x100, 4096),
+            (0, 0),
+            (0xf000, 0x2000),
+            (u64::MAX - 0xfff, 4096),
+        ] {
+            assert!(
+                matches!(
+                    shadow.map(offset, file.as_fd(), 0, len, true),
+                    Err(ShadowError::InvalidRange { .. })
+                ),
+                "{offset:#x}+{len:#x}"
+            );
+        }
+        assert!(matches!(
+            shadow.map(0, file.as_fd(), 4096, 8192, true),
+            Err(ShadowError::SourceTooShort { .. })
+        ));
+        shadow.map(0x2000, file.as_fd(), 0, 8192, true).unwrap();
+        for offset in [0x1000, 0x2000, 0x3000] {
+            assert!(matches!(
+                shadow.map(offset, file.as_fd(), 0, 8192, true),
+                Err(ShadowError::Overlaps {
+                    existing: 0x2000,
+                    ..
+                })
+            ));
+        }
+        shadow.map(0x4000, file.as_fd(), 0, 4096, true).unwrap();
+        assert!(matches!(
+            shadow.unmap(0x3000),
+            Err(ShadowError::UnknownMapping(0x3000))
+        ));
+        shadow.unmap_all();
+        assert_eq!(shadow.mapping_count(), 0);
+        let client = client_view(&mmap, 0x10000);
+        assert_eq!(read(&client, 0, 0x10000), vec![0u8; 0x10000]);
+    }
+
+    #[test]
+    fn read_only_files_are_copied_in_and_never_written() {
+        let shadow = ShadowMemory::new();
+        let mmap = shadow.region_mmap("test", 0x10000).unwrap();
+        let client = client_view(&mmap, 0x10000);
+        let file = blob(b"keymap");
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
+        let read_only = File::open(path).unwrap();
+        // Asked writable, placed read-only: the fd allows no more.
+        shadow.map(0, read_only.as_fd(), 0, 6, true).unwrap();
+        assert_eq!(read(&client, 0, 6), b"keymap");
+        write(&client, 0, b"KEYMAP");
+        shadow.note_exported(read_only.as_fd());
+        assert_eq!(shadow.copy_out_exported(), 0);
+        shadow.unmap(0).unwrap();
+        let mut bytes = [0u8; 6];
+        file.read_exact_at(&mut bytes, 0).unwrap();
+        assert_eq!(&bytes, b"keymap");
+    }
+}
