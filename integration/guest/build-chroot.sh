@@ -4,7 +4,8 @@
 # found in the LICENSE file.
 #
 # Builds the guest test environment: a minimal Debian trixie tree holding QEMU with
-# vfio-user-pci (trixie-backports), a Linux kernel and its modules, and a static busybox.
+# vfio-user-pci (trixie-backports), a Linux kernel and its modules, a static busybox, and weston
+# (a Wayland compositor with a headless backend, for the host side of the GPU checks).
 #
 #     build-chroot.sh DIR
 #
@@ -18,7 +19,7 @@
 set -euo pipefail
 
 # Bump when the recipe below changes so existing trees are rebuilt.
-readonly RECIPE="trixie minbase; qemu-system-x86 from trixie-backports; linux-image-amd64 busybox-static; v1"
+readonly RECIPE="trixie minbase; qemu-system-x86 from trixie-backports; linux-image-amd64 busybox-static weston; v2"
 readonly SUITE=trixie
 
 if [[ $# -ne 1 ]]; then
@@ -120,6 +121,7 @@ EOF
     # vfio-user-pci first appears in QEMU 10.1; trixie itself has 10.0.
     in_tree apt-get install -y -q --no-install-recommends -t "${SUITE}-backports" qemu-system-x86
     in_tree apt-get install -y -q --no-install-recommends linux-image-amd64 busybox-static
+    in_tree apt-get install -y -q --no-install-recommends weston
     in_tree apt-get clean
     unmount_below "${tmp}"
 

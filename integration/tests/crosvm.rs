@@ -16,13 +16,19 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
+use std::time::Instant;
 
 use anyhow::Result;
 use integration::guest;
+use integration::guest::compositor::is_root;
+use integration::guest::compositor::Weston;
+use integration::guest::programs;
 use integration::guest::Boot;
 use integration::guest::GuestEnv;
 use integration::guest::GuestRun;
+use integration::guest::Responder;
 use integration::guest::Servers;
 
 /// The crosvm binary to test, or None (the test is then skipped, with the reason printed).
@@ -376,4 +382,104 @@ fn crosvm_net_pings_the_host_tap() -> Result<()> {
     drop(servers);
     drop(namespace);
     Ok(())
+}
+
+/// Cross-domain (multi-VM Wayland): a guest program of ours draws into a host-visible blob it
+/// maps through BAR2, shares it with weston on the host as a wl_shm pool through the
+/// cross-domain context, and shows it fullscreen; the host's screenshot must be the pattern,
+/// for two frames that differ at every pixel.
+#[test]
+fn crosvm_gpu_cross_domain_frames_reach_weston() -> Result<()> {
+    const TEST: &str = "crosvm_gpu_cross_domain_frames_reach_weston";
+    let Some(crosvm) = crosvm(TEST) else {
+        return Ok(());
+    };
+    if !serves(&crosvm, "gpu")? {
+        println!("SKIPPED {TEST}: this crosvm serves no gpu");
+        return Ok(());
+    }
+    if !is_root() {
+        println!("SKIPPED {TEST}: weston runs under chroot, which needs root");
+        return Ok(());
+    }
+    let env = GuestEnv::prepare()?;
+    let (width, height) = (640, 480);
+    let weston = Weston::start(&env, "crosvm-cross-domain", width, height)?;
+    let program = programs::build(&env, "wayland-pattern")?;
+    let weston = Arc::new(weston);
+    let checks: Arc<Mutex<Vec<std::result::Result<u32, String>>>> = Arc::default();
+    let responder = {
+        let (weston, checks) = (weston.clone(), checks.clone());
+        Responder(Arc::new(move |line: &str| {
+            let rest = line.split("@@SHOW ").nth(1)?;
+            let field = |key: &str| -> Option<u32> {
+                rest.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+            };
+            let (frame, w, h) = (field("frame")?, field("width")?, field("height")?);
+            checks
+                .lock()
+                .unwrap()
+                .push(frame_on_screen(&weston, frame, w, h));
+            Some("\n".to_string())
+        }))
+    };
+    let server = format!(
+        "{} device vfio-user-server gpu --socket {{socket}} --wayland-sock {} \
+         --params '{{\"context-types\":\"cross-domain\",\"displays\":[{{\"mode\":{{\"windowed\":[{width},{height}]}}}}]}}'",
+        quoted(&crosvm),
+        quoted(&weston.socket()),
+    );
+    let run = guest::run(
+        &env,
+        &Boot {
+            name: "crosvm-cross-domain".to_string(),
+            servers: vec![server],
+            script: "/bin/wayland-pattern 2\n".to_string(),
+            modules: vec!["virtio_gpu".to_string()],
+            echo_prefix: Some("[crosvm-cross-domain] ".to_string()),
+            timeout: Duration::from_secs(300),
+            files: vec![("/bin/wayland-pattern".to_string(), program)],
+            responder: Some(responder),
+            ..Boot::default()
+        },
+    )?;
+    run.check()?;
+    assert_eq!(run.result("virtgpu.host_visible")?, "1");
+    assert_eq!(run.result("wayland.size")?, format!("{width}x{height}"));
+    assert_eq!(run.result("frames.shown")?, "2");
+    let checks = checks.lock().unwrap();
+    assert_eq!(checks.len(), 2, "{checks:?}");
+    for (frame, check) in checks.iter().enumerate() {
+        assert_eq!(check.as_ref(), Ok(&(frame as u32)), "frame {frame}");
+    }
+    Ok(())
+}
+
+/// Waits until weston's output shows frame `frame` of the pattern: the commit was handled, but
+/// the repaint follows it. Returns the frame, or how the last screenshot differed.
+fn frame_on_screen(
+    weston: &Weston,
+    frame: u32,
+    width: u32,
+    height: u32,
+) -> std::result::Result<u32, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match weston.screenshot() {
+            Ok(shot) if (shot.width, shot.height) != (width, height) => {
+                last = format!("screenshot is {}x{}", shot.width, shot.height);
+            }
+            Ok(shot) => {
+                match shot.differences(|x, y| guest_programs::pattern(frame, x, y, width, height)) {
+                    None => return Ok(frame),
+                    Some(diff) => last = diff,
+                }
+            }
+            Err(e) => last = format!("{e:#}"),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Err(format!("frame {frame} never on screen: {last}"))
 }

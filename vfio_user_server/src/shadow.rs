@@ -11,9 +11,9 @@
 //!
 //! - [`ShadowMemory::map`] copies the file into the region before it returns, so the guest never
 //!   sees the range's old contents once the device acknowledges the mapping;
-//! - [`ShadowMemory::copy_out_exported`] copies the region back into the files that were handed
-//!   to a peer (a compositor), before each message that peer gets: it sees a snapshot at each
-//!   message, which matches a buffer's attach/commit/release cycle;
+//! - [`ShadowMemory::copy_out_exported`] copies the region back into the files that were handed to
+//!   a peer (a compositor), before each message that peer gets: it sees a snapshot at each message,
+//!   which matches a buffer's attach/commit/release cycle;
 //! - [`ShadowMemory::unmap`] copies the range back into its file and frees the range's pages.
 //!
 //! What this does not give: writes to a file by anyone else after it was mapped do not reach the

@@ -26,6 +26,7 @@ use vfio_user_server::protocol::*;
 use vfio_user_server::sys;
 use vfio_user_server::Connection;
 use vfio_user_server::ServerCapabilities;
+use vfio_user_server::ShadowMemory;
 use zerocopy::IntoBytes;
 
 const MEMORY_BASE: u64 = 0x10_0000;
@@ -190,7 +191,11 @@ fn serve(mut adapter: PciDeviceAdapter) -> (Client, thread::JoinHandle<PciDevice
 }
 
 fn rng_adapter() -> PciDeviceAdapter {
-    PciDeviceAdapter::new(virtio_module_factory(device_virtio_rng::VirtioRngModule)).unwrap()
+    PciDeviceAdapter::new(
+        virtio_module_factory(device_virtio_rng::VirtioRngModule),
+        ShadowMemory::new(),
+    )
+    .unwrap()
 }
 
 /// Config offset of the capability with `id`.

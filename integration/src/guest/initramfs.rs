@@ -22,8 +22,15 @@ use super::env::GuestEnv;
 /// Mounts the pseudo file systems, loads `/etc/modules`, runs `/test.sh` and powers off.
 const INIT: &str = include_str!("../../guest/init");
 
-/// Writes the initramfs for one boot to `out`.
-pub fn write(env: &GuestEnv, script: &str, modules: &[String], out: &Path) -> Result<()> {
+/// Writes the initramfs for one boot to `out`, with `files` (`(path in the guest, host file)`)
+/// added as executables.
+pub fn write(
+    env: &GuestEnv,
+    script: &str,
+    modules: &[String],
+    files: &[(String, PathBuf)],
+    out: &Path,
+) -> Result<()> {
     let modules = load_order(&env.modules, modules)?;
     let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut cpio = CpioWriter::new(BufWriter::new(file));
@@ -69,6 +76,11 @@ pub fn write(env: &GuestEnv, script: &str, modules: &[String], out: &Path) -> Re
         list.push('\n');
     }
     cpio.file("etc/modules", 0o644, list.as_bytes())?;
+    for (guest_path, host_path) in files {
+        let data =
+            std::fs::read(host_path).with_context(|| format!("reading {}", host_path.display()))?;
+        cpio.file(guest_path.trim_start_matches('/'), 0o755, &data)?;
+    }
     cpio.finish()?
         .into_inner()
         .map_err(|e| e.into_error())

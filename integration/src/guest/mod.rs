@@ -18,10 +18,12 @@
 //! Debian tree built once by `guest/build-chroot.sh` and cached, see [`GuestEnv::prepare`].
 //! Each boot leaves its initramfs, console and servers' output in `<cache>/runs/<name>/`.
 
+pub mod compositor;
 mod cpio;
 mod env;
 mod initramfs;
 mod process;
+pub mod programs;
 mod qemu;
 mod server;
 
@@ -75,6 +77,25 @@ pub struct Boot {
     pub kill_on: Option<String>,
     /// More QEMU arguments, e.g. a built-in device to compare with.
     pub extra_qemu_args: Vec<String>,
+    /// More files in the initramfs, executable: `(path in the guest, file on the host)`, e.g. a
+    /// program from [`programs::build`].
+    pub files: Vec<(String, PathBuf)>,
+    /// Sees every console line as it arrives; what it returns is typed on the guest's console
+    /// (the script's standard input), so a host can take a step when the guest says so.
+    pub responder: Option<Responder>,
+}
+
+/// Given a console line, what to type on the console, if anything.
+pub type RespondFn = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+/// See [`Boot::responder`].
+#[derive(Clone)]
+pub struct Responder(pub Arc<RespondFn>);
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Responder")
+    }
 }
 
 impl Default for Boot {
@@ -92,6 +113,8 @@ impl Default for Boot {
             allow_reboot: false,
             kill_on: None,
             extra_qemu_args: Vec::new(),
+            files: Vec::new(),
+            responder: None,
         }
     }
 }
@@ -202,7 +225,7 @@ impl Servers {
     pub fn boot(&mut self, env: &GuestEnv, boot: &Boot) -> Result<GuestRun> {
         let log_dir = fresh_log_dir(env, &boot.name)?;
         let initramfs = log_dir.join("initramfs.cpio");
-        initramfs::write(env, &boot.script, &boot.modules, &initramfs)
+        initramfs::write(env, &boot.script, &boot.modules, &boot.files, &initramfs)
             .context("building the initramfs")?;
         let socket_paths: Vec<PathBuf> = self.servers.iter().map(|s| s.socket.clone()).collect();
         let config = QemuConfig {
@@ -272,15 +295,31 @@ fn run_qemu(
     let stderr = File::create(&stderr_path)
         .with_context(|| format!("creating {}", stderr_path.display()))?;
     command.stdout(Stdio::piped()).stderr(stderr);
+    if boot.responder.is_some() {
+        command.stdin(Stdio::piped());
+    }
     let console_path = log_dir.join("console.log");
     let console_log = File::create(&console_path)
         .with_context(|| format!("creating {}", console_path.display()))?;
 
     let mut qemu = Guarded::spawn("qemu", &mut command)?;
     let stdout = qemu.take_stdout().context("QEMU's stdout")?;
+    let responder = match &boot.responder {
+        Some(responder) => Some((
+            responder.clone(),
+            qemu.take_stdin().context("QEMU's stdin")?,
+        )),
+        None => None,
+    };
     let marker_seen = Arc::new(AtomicBool::new(false));
     let kill_on = boot.kill_on.clone().map(|text| (text, marker_seen.clone()));
-    let console = qemu::capture_console(stdout, console_log, boot.echo_prefix.clone(), kill_on);
+    let console = qemu::capture_console(
+        stdout,
+        console_log,
+        boot.echo_prefix.clone(),
+        kill_on,
+        responder,
+    );
     let deadline = Instant::now() + boot.timeout;
     let status = loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -7,6 +7,7 @@
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Child;
+use std::process::ChildStdin;
 use std::process::ChildStdout;
 use std::process::Command;
 use std::process::ExitStatus;
@@ -75,6 +76,10 @@ impl Guarded {
 
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
         self.child.stdout.take()
+    }
+
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.child.stdin.take()
     }
 
     /// The exit status if the leader has exited; what is left of its group is then killed.

@@ -11,6 +11,7 @@ use std::io::Read;
 use std::io::Write;
 use std::path::Path;
 use std::path::PathBuf;
+use std::process::ChildStdin;
 use std::process::Command;
 use std::process::Stdio;
 use std::thread::JoinHandle;
@@ -23,6 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::env::GuestEnv;
+use super::Responder;
 
 /// The kernel command line before the caller's additions: the console on the first UART, and a
 /// panic ends the guest at once (with `-no-reboot`, QEMU then exits instead of rebooting).
@@ -99,6 +101,7 @@ pub fn capture_console(
     mut log: File,
     echo: Option<String>,
     kill_on: Option<(String, Arc<AtomicBool>)>,
+    mut responder: Option<(Responder, ChildStdin)>,
 ) -> JoinHandle<String> {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stream);
@@ -119,6 +122,14 @@ pub fn capture_console(
             if let Some((marker, seen)) = &kill_on {
                 if line.contains(marker.as_str()) {
                     seen.store(true, Ordering::Relaxed);
+                }
+            }
+            if let Some((respond, input)) = &mut responder {
+                if let Some(answer) = (respond.0)(line) {
+                    // A guest that stopped reading is caught by the run's own checks.
+                    let _ = input
+                        .write_all(answer.as_bytes())
+                        .and_then(|_| input.flush());
                 }
             }
             console.push_str(line);

@@ -17,6 +17,10 @@
 //! standalone allocator; they only name ioevents (address = crosvm's BAR base + offset), since
 //! `read_bar`/`write_bar` take offsets.
 //!
+//! Shared memory: a virtio shared memory BAR (found by its capability) is offered mappable
+//! whole, backed by a `ShadowMemory` that outlives device instances, so the client's mapping
+//! stays valid when a device is rebuilt; the VM services place the device's blobs in it.
+//!
 //! MSI-X: the client emulates the table and the Message Control word and sends only eventfds
 //! (SET_IRQS). crosvm's own MSI-X state is derived from those alone: enabled while any vector has
 //! an eventfd, with those vectors unmasked in its table (placeholder address and data), so that
@@ -25,6 +29,7 @@
 //! passed on, crosvm would not create irqfds for vectors unmasked meanwhile.
 
 use std::io;
+use std::sync::Arc;
 
 use anyhow::Context;
 use base::debug;
@@ -41,10 +46,13 @@ use vfio_user_server::GuestMemory as ClientMemory;
 use vfio_user_server::Interrupts;
 use vfio_user_server::IrqCounts;
 use vfio_user_server::RegionDescription;
+use vfio_user_server::ShadowMemory;
 
 use super::build_instance;
+use super::config::shared_memory_bar;
 use super::config::write_config;
 use super::config::MsixLayout;
+use super::HostVisibleBar;
 use super::Instance;
 use super::PciDeviceFactory;
 
@@ -63,19 +71,27 @@ pub struct PciDeviceAdapter {
     config_writes: Vec<(u64, Vec<u8>)>,
     /// Message Control of MSI-X as the client wrote it.
     msix_control: u16,
+    host_visible: Option<HostVisibleBar>,
 }
 
 impl PciDeviceAdapter {
     /// Builds the device once to describe it; `factory` builds it again for every client.
-    pub fn new(mut factory: PciDeviceFactory) -> anyhow::Result<PciDeviceAdapter> {
+    /// `shadow` backs the device's shared memory BAR, if it has one.
+    pub fn new(
+        mut factory: PciDeviceFactory,
+        shadow: Arc<ShadowMemory>,
+    ) -> anyhow::Result<PciDeviceAdapter> {
         let probe = build_instance(
             &mut factory,
             &ClientMemory::default(),
             Interrupts::default(),
+            None,
         )
         .context("failed to build the device")?;
         let msix = MsixLayout::parse(probe.device.as_ref());
-        let description = describe(&probe, msix.as_ref());
+        let host_visible =
+            shared_memory_bar(probe.device.as_ref()).map(|bar| HostVisibleBar { bar, shadow });
+        let description = describe(&probe, msix.as_ref(), host_visible.as_ref())?;
         Ok(PciDeviceAdapter {
             factory,
             description,
@@ -85,6 +101,7 @@ impl PciDeviceAdapter {
             interrupts: Interrupts::default(),
             config_writes: Vec::new(),
             msix_control: 0,
+            host_visible,
         })
     }
 
@@ -96,7 +113,13 @@ impl PciDeviceAdapter {
     }
 
     fn build(&mut self) -> io::Result<Instance> {
-        build_instance(&mut self.factory, &self.memory, self.interrupts.clone()).map_err(|e| {
+        build_instance(
+            &mut self.factory,
+            &self.memory,
+            self.interrupts.clone(),
+            self.host_visible.clone(),
+        )
+        .map_err(|e| {
             error!("vfio-user: failed to build the device: {e:#}");
             io::Error::from_raw_os_error(libc::EIO)
         })
@@ -176,7 +199,11 @@ impl PciDeviceAdapter {
     }
 }
 
-fn describe(instance: &Instance, msix: Option<&MsixLayout>) -> DeviceDescription {
+fn describe(
+    instance: &Instance,
+    msix: Option<&MsixLayout>,
+    host_visible: Option<&HostVisibleBar>,
+) -> anyhow::Result<DeviceDescription> {
     let mut regions = vec![RegionDescription::default(); 9];
     for (index, region) in regions.iter_mut().enumerate().take(6) {
         let Some(bar) = instance.device.get_bar_configuration(index) else {
@@ -195,9 +222,20 @@ fn describe(instance: &Instance, msix: Option<&MsixLayout>) -> DeviceDescription
         };
         // Trapped, never mmappable: virtio-pci keeps its MSI-X table in BAR0.
         *region = RegionDescription::bar(bar.size(), kind);
+        if let Some(host_visible) = host_visible.filter(|h| usize::from(h.bar) == index) {
+            if msix.is_some_and(|m| m.table_bar == index) {
+                anyhow::bail!("the MSI-X table is in the shared memory BAR {index}");
+            }
+            let name = format!("{}-bar{index}", instance.device.debug_label());
+            let mmap = host_visible
+                .shadow
+                .region_mmap(&name, bar.size())
+                .context("creating the shared memory BAR's file")?;
+            region.mmap = Some(mmap);
+        }
     }
     regions[PCI_CONFIG_REGION_INDEX as usize] = RegionDescription::plain(256);
-    DeviceDescription {
+    Ok(DeviceDescription {
         regions,
         irqs: IrqCounts {
             intx: 1,
@@ -206,7 +244,7 @@ fn describe(instance: &Instance, msix: Option<&MsixLayout>) -> DeviceDescription
         },
         resettable: true,
         emulate_bars: true,
-    }
+    })
 }
 
 impl Device for PciDeviceAdapter {

@@ -4,11 +4,15 @@
 
 //! Config-space helpers: writes split as crosvm's `PciConfiguration` takes them, and where a
 //! device's MSI-X capability and table are, to program crosvm's `MsixConfig` through them so that
-//! it matches the vectors the client gave eventfds for.
+//! it matches the vectors the client gave eventfds for, and which BAR holds a virtio device's
+//! shared memory (host-visible memory), which the client maps.
 
 use crate::PciDevice;
 
 const CAP_ID_MSIX: u32 = 0x11;
+const CAP_ID_VENDOR: u32 = 0x09;
+/// `cfg_type` of a virtio-pci vendor capability describing a shared memory region.
+const VIRTIO_PCI_CAP_SHARED_MEMORY_CFG: u32 = 8;
 const STATUS_CAP_LIST: u32 = 1 << 20;
 const CAP_POINTER: usize = 0x34;
 const CONTROL_ENABLE: u16 = 0x8000;
@@ -45,6 +49,37 @@ fn aligned_pieces(offset: u64, len: usize) -> Vec<(u64, usize, usize)> {
     pieces
 }
 
+/// `(offset, first dword)` of each capability in the device's list.
+fn capabilities(device: &dyn PciDevice) -> Vec<(usize, u32)> {
+    let mut found = Vec::new();
+    if device.read_config_register(1) & STATUS_CAP_LIST == 0 {
+        return found;
+    }
+    let mut at = (device.read_config_register(CAP_POINTER / 4) & 0xfc) as usize;
+    // At most 48 capabilities fit in 192 bytes; a longer list loops.
+    for _ in 0..48 {
+        if at < 0x40 {
+            break;
+        }
+        let header = device.read_config_register(at / 4);
+        found.push((at, header));
+        at = ((header >> 8) & 0xfc) as usize;
+    }
+    found
+}
+
+/// The BAR of the device's virtio shared memory regions (virtio-gpu's host-visible memory), if
+/// it has any; crosvm puts them all in one BAR.
+pub fn shared_memory_bar(device: &dyn PciDevice) -> Option<u8> {
+    capabilities(device)
+        .into_iter()
+        .find(|&(_, header)| {
+            header & 0xff == CAP_ID_VENDOR
+                && (header >> 24) & 0xff == VIRTIO_PCI_CAP_SHARED_MEMORY_CFG
+        })
+        .map(|(at, _)| (device.read_config_register(at / 4 + 1) & 0xff) as u8)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MsixLayout {
     /// Config-space offset of the capability (dword aligned).
@@ -55,31 +90,21 @@ pub struct MsixLayout {
 }
 
 impl MsixLayout {
-    /// Finds the MSI-X capability by walking the device's capability list.
+    /// Finds the MSI-X capability in the device's capability list.
     pub fn parse(device: &dyn PciDevice) -> Option<MsixLayout> {
-        if device.read_config_register(1) & STATUS_CAP_LIST == 0 {
-            return None;
-        }
-        let mut at = (device.read_config_register(CAP_POINTER / 4) & 0xfc) as usize;
-        // At most 48 capabilities fit in 192 bytes; a longer list loops.
-        for _ in 0..48 {
-            if at < 0x40 {
-                return None;
-            }
-            let header = device.read_config_register(at / 4);
-            if header & 0xff == CAP_ID_MSIX {
+        capabilities(device)
+            .into_iter()
+            .find(|&(_, header)| header & 0xff == CAP_ID_MSIX)
+            .map(|(at, header)| {
                 let control = (header >> 16) as u16;
                 let table = device.read_config_register(at / 4 + 1);
-                return Some(MsixLayout {
+                MsixLayout {
                     cap: at,
                     vectors: u32::from(control & 0x7ff) + 1,
                     table_bar: (table & 0x7) as usize,
                     table_offset: u64::from(table & !0x7),
-                });
-            }
-            at = ((header >> 8) & 0xfc) as usize;
-        }
-        None
+                }
+            })
     }
 
     /// The config register holding Message Control (in its upper half).

@@ -9,6 +9,11 @@
 //! device expects (MSI allocation, ioevents, VM control) are answered by [`VmServices`] on a
 //! thread, and interrupts relayed to the client's eventfds. The device is built by a
 //! [`PciDeviceFactory`] once the client's memory is known, and again for every client.
+//!
+//! A virtio device's shared memory BAR (virtio-gpu's host-visible memory) is offered to the
+//! client as one mappable file, a `ShadowMemory` that the blobs the device maps are copied into
+//! and out of; see `vfio_user_server::shadow` for what that keeps coherent. A device that passes
+//! blobs to a Wayland compositor talks to it through a `SocketRelay` on the same shadow.
 
 mod adapter;
 mod config;
@@ -45,11 +50,13 @@ use vfio_user_server::Interrupts;
 use vfio_user_server::Listener;
 use vfio_user_server::Server;
 use vfio_user_server::ServerCapabilities;
+use vfio_user_server::ShadowMemory;
 use vfio_user_server::Status;
 use vm_control::AnyControlTube;
 use vm_memory::GuestAddress;
 use vm_memory::GuestMemory;
 use vm_memory::MemoryRegion;
+pub use vm_services::HostVisibleBar;
 pub use vm_services::IoEvents;
 pub use vm_services::VmEndpoints;
 pub use vm_services::VmServices;
@@ -117,11 +124,16 @@ struct Instance {
     memory_generation: u64,
     /// A BAR was accessed: the driver runs, so the device is no longer rebuilt.
     started: bool,
+    host_visible: Option<HostVisibleBar>,
 }
 
 impl Drop for Instance {
     fn drop(&mut self) {
         self.device.destroy_device();
+        // The device's blobs go with it; the client sees their ranges as zeros.
+        if let Some(host_visible) = &self.host_visible {
+            host_visible.shadow.unmap_all();
+        }
     }
 }
 
@@ -131,10 +143,11 @@ fn build_instance(
     factory: &mut PciDeviceFactory,
     memory: &ClientMemory,
     interrupts: Interrupts,
+    host_visible: Option<HostVisibleBar>,
 ) -> anyhow::Result<Instance> {
     let memory_generation = memory.generation();
     let guest_memory = guest_memory_from_maps(memory)?;
-    let (services, endpoints, intx) = VmServices::start(interrupts)?;
+    let (services, endpoints, intx) = VmServices::start(interrupts, host_visible.clone())?;
     let mut device = factory(guest_memory, endpoints)?;
     let mut allocator = standalone_allocator()?;
     device.allocate_address(&mut allocator)?;
@@ -154,6 +167,7 @@ fn build_instance(
         services,
         memory_generation,
         started: false,
+        host_visible,
     })
 }
 
@@ -205,13 +219,24 @@ pub fn run_server(
     fd: Option<RawDescriptor>,
     factory: PciDeviceFactory,
 ) -> anyhow::Result<()> {
+    run_server_with_shadow(socket_path, fd, factory, ShadowMemory::new())
+}
+
+/// As [`run_server`], with the memory that backs the device's shared memory BAR, if it has one,
+/// given by the caller (who may relay the device's sockets through it).
+pub fn run_server_with_shadow(
+    socket_path: Option<&str>,
+    fd: Option<RawDescriptor>,
+    factory: PciDeviceFactory,
+    shadow: Arc<ShadowMemory>,
+) -> anyhow::Result<()> {
     // Before any thread starts: the signals stay blocked in the threads started later (the VM
     // services, the device's workers), so they are only ever read here.
     let signals = [
         SignalFd::new(libc::SIGTERM).context("creating a signalfd for SIGTERM")?,
         SignalFd::new(libc::SIGINT).context("creating a signalfd for SIGINT")?,
     ];
-    let result = serve_until_signal(socket_path, fd, factory, &signals);
+    let result = serve_until_signal(socket_path, fd, factory, shadow, &signals);
     // Consumed, or the signal that stopped the server would kill it when dropping its SignalFd
     // unblocks it.
     for signal in &signals {
@@ -224,6 +249,7 @@ fn serve_until_signal(
     socket_path: Option<&str>,
     fd: Option<RawDescriptor>,
     factory: PciDeviceFactory,
+    shadow: Arc<ShadowMemory>,
     signals: &[SignalFd],
 ) -> anyhow::Result<()> {
     let wait_ctx = WaitContext::new().context("creating the wait context")?;
@@ -232,7 +258,7 @@ fn serve_until_signal(
             .add(signal, Token::Terminate)
             .context("waiting on a signalfd")?;
     }
-    let mut adapter = PciDeviceAdapter::new(factory)?;
+    let mut adapter = PciDeviceAdapter::new(factory, shadow)?;
     let capabilities = ServerCapabilities::default();
     let listener = match (socket_path, fd) {
         (Some(path), None) => Listener::bind(path).with_context(|| format!("binding {path}"))?,

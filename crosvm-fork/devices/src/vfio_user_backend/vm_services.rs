@@ -10,6 +10,9 @@
 //!   relayed to the client's MSI-X eventfd for that vector (`queue_id` is the vector index).
 //! - ioevents (`VmMemoryRequest::IoEventRaw`): the events are kept; without them, crosvm's
 //!   `write_bar` to the notify area signals the queue itself, so REGION_WRITE needs nothing more.
+//! - shared memory (`VmMemoryRequest::RegisterMemory`/`UnregisterMemory` into the host-visible
+//!   BAR): the file is placed in the BAR's [`ShadowMemory`], which the client maps, before the
+//!   request is answered; its region id is its offset in the BAR.
 //! - the VM control tube (`VmRequest`): only the PM wakeup GPE, answered `Ok`.
 //! - the INTx trigger, relayed to the client as an edge that the client's unmask resamples.
 
@@ -17,25 +20,34 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::anyhow;
+use anyhow::bail;
 use anyhow::Context;
 use base::error;
 use base::warn;
+use base::AsRawDescriptor;
 use base::Event;
 use base::EventToken;
+use base::Protection;
 use base::Tube;
 use base::TubeError;
 use base::WaitContext;
 use base::WorkerThread;
+use resources::Alloc;
 use sync::Mutex;
 use vfio_user_server::protocol::PCI_MSIX_IRQ_INDEX;
 use vfio_user_server::Interrupts;
+use vfio_user_server::ShadowMemory;
 use vm_control::api::VmMemoryClient;
 use vm_control::VmIrqRequest;
 use vm_control::VmIrqResponse;
+use vm_control::VmMemoryDestination;
+use vm_control::VmMemoryRegionId;
 use vm_control::VmMemoryRequest;
 use vm_control::VmMemoryResponse;
+use vm_control::VmMemorySource;
 use vm_control::VmRequest;
 use vm_control::VmResponse;
+use vm_memory::GuestAddress;
 
 use crate::IrqLevelEvent;
 
@@ -49,6 +61,13 @@ pub struct VmEndpoints {
     pub shared_memory_client: VmMemoryClient,
     /// `VirtioPciDevice::new`'s `vm_control_tube`.
     pub vm_control_tube: Tube,
+}
+
+/// The BAR that holds the device's host-visible memory, and the memory the client maps for it.
+#[derive(Clone)]
+pub struct HostVisibleBar {
+    pub bar: u8,
+    pub shadow: Arc<ShadowMemory>,
 }
 
 /// Queue notification events the device registered, by guest address.
@@ -72,6 +91,7 @@ struct Responder {
     irqfds: BTreeMap<u32, (u32, Event)>,
     next_gsi: u32,
     io_events: IoEvents,
+    host_visible: Option<HostVisibleBar>,
 }
 
 #[derive(EventToken)]
@@ -90,6 +110,7 @@ impl VmServices {
     /// the INTx line for `assign_irq`.
     pub fn start(
         interrupts: Interrupts,
+        host_visible: Option<HostVisibleBar>,
     ) -> anyhow::Result<(VmServices, VmEndpoints, IrqLevelEvent)> {
         let (msi_tube, msi) = Tube::pair().context("msi tube")?;
         let (ioevent_tube, ioevent) = Tube::pair().context("ioevent tube")?;
@@ -108,6 +129,7 @@ impl VmServices {
             // Any unique numbers do; 0-23 look like legacy IRQs in logs.
             next_gsi: 24,
             io_events: io_events.clone(),
+            host_visible,
         };
         let intx_resample = intx.get_resample().try_clone()?;
         let worker = WorkerThread::start("v_vfio_user_vm", move |kill| {
@@ -267,11 +289,71 @@ impl Responder {
     }
 
     fn shared_memory_request(&mut self) -> anyhow::Result<()> {
-        let _request: VmMemoryRequest = self.shared_memory.recv()?;
-        // Host-visible memory (virtio-gpu blobs) comes with a later increment.
-        let response = VmMemoryResponse::Err(anyhow!("shared memory not supported yet").into());
+        let request: VmMemoryRequest = self.shared_memory.recv()?;
+        let response = match self.shared_memory_response(request) {
+            Ok(response) => response,
+            Err(e) => {
+                warn!("vfio-user: shared memory request refused: {e:#}");
+                VmMemoryResponse::Err(e.into())
+            }
+        };
         self.shared_memory.send(&response)?;
         Ok(())
+    }
+
+    fn shared_memory_response(
+        &mut self,
+        request: VmMemoryRequest,
+    ) -> anyhow::Result<VmMemoryResponse> {
+        let Some(host_visible) = &self.host_visible else {
+            bail!("the device has no host-visible BAR");
+        };
+        match request {
+            // The shadow needs no preparation: it exists since the device was described.
+            VmMemoryRequest::PrepareSharedMemoryRegion { .. } => Ok(VmMemoryResponse::Ok),
+            VmMemoryRequest::RegisterMemory {
+                source,
+                dest: VmMemoryDestination::ExistingAllocation { allocation, offset },
+                prot,
+                cache: _,
+            } => {
+                match allocation {
+                    Alloc::PciBar { bar, .. } if bar == host_visible.bar => {}
+                    other => bail!("mapping into {other:?}, not the host-visible BAR"),
+                }
+                let writable = prot.allows(&Protection::write());
+                let (descriptor, fd_offset, size) = match &source {
+                    VmMemorySource::Descriptor {
+                        descriptor,
+                        offset,
+                        size,
+                    } => (descriptor.as_raw_descriptor(), *offset, *size),
+                    VmMemorySource::SharedMemory(shm) => (shm.as_raw_descriptor(), 0, shm.size()),
+                    // A pointer into this process (`ExternalMapping`) or a Vulkan allocation:
+                    // crosvm exports memfd-backed blobs as descriptors, and GPU memory cannot
+                    // be reached here.
+                    _ => bail!("only file-backed memory can be shared with the client"),
+                };
+                // SAFETY: the descriptor is owned by `source`, alive until the end of this arm.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(descriptor) };
+                host_visible
+                    .shadow
+                    .map(offset, fd, fd_offset, size, writable)
+                    .with_context(|| format!("placing {size:#x} bytes at {offset:#x}"))?;
+                Ok(VmMemoryResponse::RegisterMemory {
+                    region_id: VmMemoryRegionId(GuestAddress(offset)),
+                    slot: 0,
+                })
+            }
+            VmMemoryRequest::UnregisterMemory(VmMemoryRegionId(GuestAddress(offset))) => {
+                host_visible
+                    .shadow
+                    .unmap(offset)
+                    .with_context(|| format!("removing the mapping at {offset:#x}"))?;
+                Ok(VmMemoryResponse::Ok)
+            }
+            _ => bail!("not supported over vfio-user"),
+        }
     }
 
     fn vm_control_request(&mut self) -> anyhow::Result<()> {

@@ -7,7 +7,11 @@
 
 #[cfg(feature = "gpu")]
 use std::collections::BTreeMap;
+#[cfg(feature = "gpu")]
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
+#[cfg(feature = "gpu")]
+use std::sync::Arc;
 
 use anyhow::bail;
 use anyhow::Context;
@@ -21,6 +25,10 @@ use base::Tube;
 #[cfg(feature = "gpu")]
 use devices::parse_wayland_sock;
 use devices::vfio_user_backend;
+#[cfg(feature = "gpu")]
+use devices::vfio_user_backend::vfio_user_server::ShadowMemory;
+#[cfg(feature = "gpu")]
+use devices::vfio_user_backend::vfio_user_server::SocketRelay;
 use devices::virtio::base_features;
 use devices::virtio::block::DiskOption;
 use devices::virtio::BlockAsync;
@@ -259,7 +267,16 @@ pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
         DeviceOptions::Gpu(gpu) => {
             let path = socket_path(gpu.socket, gpu.socket_path)?;
             let params = gpu.params;
-            let channels: BTreeMap<String, PathBuf> = gpu.wayland_sock.into_iter().collect();
+            let sockets: BTreeMap<String, PathBuf> = gpu.wayland_sock.into_iter().collect();
+            // Blobs the guest maps live in BAR2's shadow; the compositors get them through
+            // relays that bring them up to date before each message. The display (unnamed
+            // socket) talks to its compositor directly: it sends no blobs.
+            let shadow = ShadowMemory::new();
+            let relays = WaylandRelays::start(&sockets, &shadow)?;
+            let mut channels = relays.channels();
+            if let Some(display) = sockets.get("") {
+                channels.insert(DISPLAY_SOCKET.to_string(), display.clone());
+            }
             // The host ends of the current device's tubes: its worker stops when the control
             // tube's other end goes. A new client's device replaces them.
             let mut host_tubes: Option<(RecvTube, Tube)> = None;
@@ -269,7 +286,10 @@ pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
                 drop(host_tubes.replace(tubes));
                 Ok(device)
             });
-            vfio_user_backend::run_server(path.as_deref(), gpu.fd, factory)
+            let result =
+                vfio_user_backend::run_server_with_shadow(path.as_deref(), gpu.fd, factory, shadow);
+            drop(relays);
+            result
         }
     }
 }
@@ -287,9 +307,14 @@ fn gpu_device(
     let (gpu_control_tube, gpu_control_host) =
         Tube::pair().context("failed to create gpu control tube")?;
     let mut display_backends = vec![DisplayBackend::Stub];
-    if let Some(path) = channels.get("") {
+    if let Some(path) = channels.get(DISPLAY_SOCKET) {
         display_backends.insert(0, DisplayBackend::Wayland(Some(path.clone())));
     }
+    let channels: BTreeMap<String, PathBuf> = channels
+        .iter()
+        .filter(|(name, _)| name.as_str() != DISPLAY_SOCKET)
+        .map(|(name, path)| (name.clone(), path.clone()))
+        .collect();
     let gpu = Gpu::new(
         exit_evt_wrtube,
         gpu_control_tube,
@@ -299,10 +324,64 @@ fn gpu_device(
         None,
         Vec::new(),
         base_features(ProtectionType::Unprotected),
-        channels,
+        &channels,
         None,
     );
     Ok((Box::new(gpu), (exit_evt_rdtube, gpu_control_host)))
+}
+
+/// The key of the display's compositor socket in the channels `gpu_device` gets, which no
+/// `--wayland-sock` name can take (names cannot hold a `,`).
+#[cfg(feature = "gpu")]
+const DISPLAY_SOCKET: &str = ",display";
+
+/// One relay per `--wayland-sock` socket, listening in a private directory removed on drop.
+#[cfg(feature = "gpu")]
+struct WaylandRelays {
+    dir: PathBuf,
+    relays: BTreeMap<String, SocketRelay>,
+}
+
+#[cfg(feature = "gpu")]
+impl WaylandRelays {
+    fn start(
+        sockets: &BTreeMap<String, PathBuf>,
+        shadow: &Arc<ShadowMemory>,
+    ) -> anyhow::Result<WaylandRelays> {
+        let dir = std::env::temp_dir().join(format!("crosvm-vfio-user-gpu-{}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let mut relays = WaylandRelays {
+            dir,
+            relays: BTreeMap::new(),
+        };
+        for (i, (name, peer)) in sockets.iter().enumerate() {
+            let listen = relays.dir.join(format!("wayland-{i}"));
+            let relay = SocketRelay::start(&listen, peer, shadow.clone())
+                .with_context(|| format!("relaying {} at {}", peer.display(), listen.display()))?;
+            relays.relays.insert(name.clone(), relay);
+        }
+        Ok(relays)
+    }
+
+    /// The sockets the device connects to, by channel name.
+    fn channels(&self) -> BTreeMap<String, PathBuf> {
+        self.relays
+            .iter()
+            .map(|(name, relay)| (name.clone(), relay.path().to_path_buf()))
+            .collect()
+    }
+}
+
+#[cfg(feature = "gpu")]
+impl Drop for WaylandRelays {
+    fn drop(&mut self) {
+        // Each relay removes its socket.
+        self.relays.clear();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 /// crosvm's virtio-block on `disk`, as `crosvm run --block` builds it. Without a control tube:

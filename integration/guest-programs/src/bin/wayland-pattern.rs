@@ -1,0 +1,761 @@
+// Copyright 2026 The ChromiumOS Authors
+// Use of this source code is governed by a BSD-style license that can be
+// found in the LICENSE file.
+
+//! Shows a known pattern on the host's Wayland compositor through virtio-gpu's cross-domain
+//! context, with no sommelier: virtgpu ioctls, the cross-domain protocol, and the Wayland
+//! requests a fullscreen wl_shm client needs, written by hand.
+//!
+//!     wayland-pattern [FRAMES]
+//!
+//! The buffer is a HOST3D blob the guest maps through the GPU's host-visible BAR. For each
+//! frame (2 by default) it draws `guest_programs::pattern`, attaches, damages and commits,
+//! waits until the compositor has handled the commit (wl_display.sync), prints
+//! `@@SHOW frame=N width=W height=H` and reads a line from stdin before the next frame, so the
+//! host can capture the screen in between. Reports `@@RESULT key=value` lines; exits non-zero
+//! on any failure, with the reason on stderr.
+
+use std::fs::File;
+use std::fs::OpenOptions;
+use std::io;
+use std::io::BufRead;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::fd::FromRawFd;
+use std::time::Duration;
+use std::time::Instant;
+
+use guest_programs::pattern;
+
+type Result<T> = std::result::Result<T, String>;
+
+// include/uapi/drm/virtgpu_drm.h
+const DRM_COMMAND_BASE: u32 = 0x40;
+const VIRTGPU_MAP: u32 = 0x01;
+const VIRTGPU_EXECBUFFER: u32 = 0x02;
+const VIRTGPU_GETPARAM: u32 = 0x03;
+const VIRTGPU_GET_CAPS: u32 = 0x09;
+const VIRTGPU_RESOURCE_CREATE_BLOB: u32 = 0x0a;
+const VIRTGPU_CONTEXT_INIT: u32 = 0x0b;
+const VIRTGPU_PARAM_RESOURCE_BLOB: u64 = 3;
+const VIRTGPU_PARAM_HOST_VISIBLE: u64 = 4;
+const VIRTGPU_PARAM_CONTEXT_INIT: u64 = 6;
+const VIRTGPU_PARAM_SUPPORTED_CAPSET_IDS: u64 = 7;
+const VIRTGPU_EXECBUF_FENCE_FD_OUT: u32 = 0x02;
+const VIRTGPU_EXECBUF_RING_IDX: u32 = 0x04;
+const VIRTGPU_BLOB_MEM_GUEST: u32 = 1;
+const VIRTGPU_BLOB_MEM_HOST3D: u32 = 2;
+const VIRTGPU_BLOB_FLAG_USE_MAPPABLE: u32 = 1;
+const VIRTGPU_BLOB_FLAG_USE_SHAREABLE: u32 = 2;
+const VIRTGPU_CONTEXT_PARAM_CAPSET_ID: u64 = 1;
+const VIRTGPU_CONTEXT_PARAM_NUM_RINGS: u64 = 2;
+const VIRTGPU_CONTEXT_PARAM_POLL_RINGS_MASK: u64 = 3;
+const VIRTGPU_EVENT_FENCE_SIGNALED: u32 = 0x9000_0000;
+const CAPSET_CROSS_DOMAIN: u32 = 5;
+
+// rutabaga_gfx src/cross_domain/cross_domain_protocol.rs
+const CMD_INIT: u8 = 1;
+const CMD_GET_IMAGE_REQUIREMENTS: u8 = 2;
+const CMD_POLL: u8 = 3;
+const CMD_SEND: u8 = 4;
+const CMD_RECEIVE: u8 = 5;
+const CHANNEL_TYPE_WAYLAND: u32 = 1;
+const QUERY_RING: u32 = 0;
+const CHANNEL_RING: u32 = 1;
+const MAX_IDENTIFIERS: usize = 28;
+const ID_TYPE_VIRTGPU_BLOB: u32 = 1;
+const SEND_RECEIVE_HEADER: usize = 8 + 8 + 3 * 4 * MAX_IDENTIFIERS;
+const RING_SIZE: usize = 4096;
+
+const DRM_FORMAT_XRGB8888: u32 = u32::from_le_bytes(*b"XR24");
+const WL_SHM_FORMAT_XRGB8888: u32 = 1;
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn iowr(nr: u32, size: usize) -> libc::c_ulong {
+    ((3 << 30) | ((size as u32) << 16) | (0x64 << 8) | (DRM_COMMAND_BASE + nr)) as libc::c_ulong
+}
+
+fn ioctl<T>(fd: &File, nr: u32, arg: &mut T) -> Result<()> {
+    // SAFETY: `arg` is a live, writable value of the size the request encodes, laid out as the
+    // kernel's struct (the #[repr(C)] types below).
+    let ret = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            iowr(nr, std::mem::size_of::<T>()),
+            arg as *mut T,
+        )
+    };
+    if ret < 0 {
+        return Err(format!(
+            "virtgpu ioctl {nr:#x}: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct GetParam {
+    param: u64,
+    value: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct GetCaps {
+    cap_set_id: u32,
+    cap_set_ver: u32,
+    addr: u64,
+    size: u32,
+    pad: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ContextSetParam {
+    param: u64,
+    value: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ContextInit {
+    num_params: u32,
+    pad: u32,
+    ctx_set_params: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CreateBlob {
+    blob_mem: u32,
+    blob_flags: u32,
+    bo_handle: u32,
+    res_handle: u32,
+    size: u64,
+    pad: u32,
+    cmd_size: u32,
+    cmd: u64,
+    blob_id: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct Map {
+    offset: u64,
+    handle: u32,
+    pad: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ExecBuffer {
+    flags: u32,
+    size: u32,
+    command: u64,
+    bo_handles: u64,
+    num_bo_handles: u32,
+    fence_fd: i32,
+    ring_idx: u32,
+    syncobj_stride: u32,
+    num_in_syncobjs: u32,
+    num_out_syncobjs: u32,
+    in_syncobjs: u64,
+    out_syncobjs: u64,
+}
+
+/// A blob mapped into this process.
+struct Blob {
+    res_handle: u32,
+    ptr: *mut u8,
+    size: usize,
+}
+
+impl Blob {
+    fn read(&self, offset: usize, len: usize) -> Vec<u8> {
+        assert!(offset + len <= self.size);
+        let mut out = vec![0u8; len];
+        // SAFETY: in bounds of the mapping, checked above; the host writes it only before the
+        // fence this program waited for.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), out.as_mut_ptr(), len) };
+        out
+    }
+}
+
+struct Gpu {
+    card: File,
+}
+
+impl Gpu {
+    fn open() -> Result<Gpu> {
+        let card = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/dri/card0")
+            .map_err(|e| format!("opening /dev/dri/card0: {e}"))?;
+        Ok(Gpu { card })
+    }
+
+    fn param(&self, param: u64) -> Result<u64> {
+        let mut value = 0u64;
+        let mut arg = GetParam {
+            param,
+            value: &mut value as *mut u64 as u64,
+        };
+        ioctl(&self.card, VIRTGPU_GETPARAM, &mut arg)?;
+        Ok(value)
+    }
+
+    fn cross_domain_caps(&self) -> Result<[u32; 4]> {
+        let mut caps = [0u32; 4];
+        let mut arg = GetCaps {
+            cap_set_id: CAPSET_CROSS_DOMAIN,
+            cap_set_ver: 0,
+            addr: caps.as_mut_ptr() as u64,
+            size: 16,
+            pad: 0,
+        };
+        ioctl(&self.card, VIRTGPU_GET_CAPS, &mut arg)?;
+        Ok(caps)
+    }
+
+    fn init_context(&self) -> Result<()> {
+        let params = [
+            ContextSetParam {
+                param: VIRTGPU_CONTEXT_PARAM_CAPSET_ID,
+                value: CAPSET_CROSS_DOMAIN.into(),
+            },
+            ContextSetParam {
+                param: VIRTGPU_CONTEXT_PARAM_NUM_RINGS,
+                value: 2,
+            },
+            ContextSetParam {
+                param: VIRTGPU_CONTEXT_PARAM_POLL_RINGS_MASK,
+                value: 1 << CHANNEL_RING,
+            },
+        ];
+        let mut arg = ContextInit {
+            num_params: params.len() as u32,
+            pad: 0,
+            ctx_set_params: params.as_ptr() as u64,
+        };
+        ioctl(&self.card, VIRTGPU_CONTEXT_INIT, &mut arg)
+    }
+
+    fn create_blob(&self, blob_mem: u32, flags: u32, size: u64, blob_id: u64) -> Result<Blob> {
+        let mut create = CreateBlob {
+            blob_mem,
+            blob_flags: flags,
+            size,
+            blob_id,
+            ..Default::default()
+        };
+        ioctl(&self.card, VIRTGPU_RESOURCE_CREATE_BLOB, &mut create)?;
+        let mut map = Map {
+            handle: create.bo_handle,
+            ..Default::default()
+        };
+        ioctl(&self.card, VIRTGPU_MAP, &mut map)?;
+        // SAFETY: a new shared mapping of the blob at the offset the driver gave; the result is
+        // checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.card.as_raw_fd(),
+                map.offset as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(format!("mmap of blob: {}", io::Error::last_os_error()));
+        }
+        Ok(Blob {
+            res_handle: create.res_handle,
+            ptr: ptr.cast(),
+            size: size as usize,
+        })
+    }
+
+    /// Submits cross-domain commands on `ring`; returns the out-fence when asked for one.
+    fn submit(&self, commands: &[u8], ring: u32, fence: bool) -> Result<Option<File>> {
+        let mut arg = ExecBuffer {
+            flags: VIRTGPU_EXECBUF_RING_IDX
+                | if fence {
+                    VIRTGPU_EXECBUF_FENCE_FD_OUT
+                } else {
+                    0
+                },
+            size: commands.len() as u32,
+            command: commands.as_ptr() as u64,
+            fence_fd: -1,
+            ring_idx: ring,
+            ..Default::default()
+        };
+        ioctl(&self.card, VIRTGPU_EXECBUFFER, &mut arg)?;
+        // SAFETY: the kernel installed this fd for us when asked for an out-fence.
+        Ok(fence.then(|| unsafe { File::from_raw_fd(arg.fence_fd) }))
+    }
+
+    /// Waits for the next fence event of a polled ring on the card.
+    fn wait_event(&self, deadline: Instant) -> Result<()> {
+        loop {
+            wait_readable(&self.card, deadline)?;
+            let mut buf = [0u8; 64];
+            // SAFETY: reads into a live local buffer of its length.
+            let n =
+                unsafe { libc::read(self.card.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 8 {
+                return Err(format!(
+                    "reading a DRM event: {}",
+                    io::Error::last_os_error()
+                ));
+            }
+            let kind = u32::from_le_bytes(buf[0..4].try_into().unwrap());
+            if kind == VIRTGPU_EVENT_FENCE_SIGNALED {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn wait_readable(fd: &impl AsRawFd, deadline: Instant) -> Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let ret = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
+    match ret {
+        1.. => Ok(()),
+        0 => Err("timed out waiting for the host".to_string()),
+        _ => Err(format!("poll: {}", io::Error::last_os_error())),
+    }
+}
+
+fn header(cmd: u8, ring: u8, size: usize) -> Vec<u8> {
+    let mut out = vec![cmd, ring];
+    out.extend_from_slice(&(size as u16).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out
+}
+
+/// The cross-domain Wayland channel: sends Wayland bytes with blobs, receives bytes.
+struct Channel<'a> {
+    gpu: &'a Gpu,
+    query_ring: Blob,
+    channel_ring: Blob,
+    incoming: Vec<u8>,
+}
+
+impl<'a> Channel<'a> {
+    fn open(gpu: &'a Gpu) -> Result<Channel<'a>> {
+        let flags = VIRTGPU_BLOB_FLAG_USE_MAPPABLE;
+        let query_ring = gpu.create_blob(VIRTGPU_BLOB_MEM_GUEST, flags, RING_SIZE as u64, 0)?;
+        let channel_ring = gpu.create_blob(VIRTGPU_BLOB_MEM_GUEST, flags, RING_SIZE as u64, 0)?;
+        let mut init = header(CMD_INIT, 0, 36);
+        init.extend_from_slice(&query_ring.res_handle.to_le_bytes());
+        init.extend_from_slice(&channel_ring.res_handle.to_le_bytes());
+        init.extend_from_slice(&CHANNEL_TYPE_WAYLAND.to_le_bytes());
+        init.extend_from_slice(&[0; 16]);
+        gpu.submit(&init, QUERY_RING, false)?;
+        let channel = Channel {
+            gpu,
+            query_ring,
+            channel_ring,
+            incoming: Vec::new(),
+        };
+        channel.arm_poll()?;
+        Ok(channel)
+    }
+
+    fn arm_poll(&self) -> Result<()> {
+        self.gpu.submit(
+            &header(CMD_POLL, CHANNEL_RING as u8, 8),
+            CHANNEL_RING,
+            false,
+        )?;
+        Ok(())
+    }
+
+    /// `(stride, offset, size, blob_id)` of an XRGB8888 image.
+    fn image_requirements(&self, width: u32, height: u32) -> Result<(u32, u32, u64, u64)> {
+        let mut cmd = header(CMD_GET_IMAGE_REQUIREMENTS, 0, 24);
+        for value in [width, height, DRM_FORMAT_XRGB8888, 0] {
+            cmd.extend_from_slice(&value.to_le_bytes());
+        }
+        let fence = self.gpu.submit(&cmd, QUERY_RING, true)?.expect("asked");
+        wait_readable(&fence, Instant::now() + TIMEOUT)?;
+        let reply = self.query_ring.read(0, 64);
+        let word = |i: usize| u32::from_le_bytes(reply[i * 4..i * 4 + 4].try_into().unwrap());
+        let size = u64::from_le_bytes(reply[40..48].try_into().unwrap());
+        Ok((word(0), word(4), size, word(12).into()))
+    }
+
+    fn send(&self, data: &[u8], blobs: &[u32]) -> Result<()> {
+        let mut cmd = header(CMD_SEND, 0, SEND_RECEIVE_HEADER + data.len());
+        cmd.extend_from_slice(&(blobs.len() as u32).to_le_bytes());
+        cmd.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        let mut ids = [0u32; MAX_IDENTIFIERS * 3];
+        for (i, blob) in blobs.iter().enumerate() {
+            ids[i] = *blob;
+            ids[MAX_IDENTIFIERS + i] = ID_TYPE_VIRTGPU_BLOB;
+        }
+        for id in ids {
+            cmd.extend_from_slice(&id.to_le_bytes());
+        }
+        cmd.extend_from_slice(data);
+        self.gpu.submit(&cmd, QUERY_RING, false)?;
+        Ok(())
+    }
+
+    /// Waits for bytes from the compositor and appends them to `incoming`.
+    fn receive(&mut self, deadline: Instant) -> Result<()> {
+        self.gpu.wait_event(deadline)?;
+        let head = self.channel_ring.read(0, SEND_RECEIVE_HEADER);
+        if head[0] != CMD_RECEIVE {
+            return Err(format!("unexpected channel ring command {}", head[0]));
+        }
+        let identifiers = u32::from_le_bytes(head[8..12].try_into().unwrap());
+        let len = u32::from_le_bytes(head[12..16].try_into().unwrap()) as usize;
+        if identifiers != 0 {
+            // The compositor sent an fd (a keymap): this client binds no seat, so none is
+            // expected; its bytes are still used.
+            eprintln!("wayland-pattern: ignoring {identifiers} fds from the compositor");
+        }
+        if len > RING_SIZE - SEND_RECEIVE_HEADER {
+            return Err(format!("channel ring holds {len} bytes"));
+        }
+        let data = self.channel_ring.read(SEND_RECEIVE_HEADER, len);
+        self.incoming.extend_from_slice(&data);
+        self.arm_poll()
+    }
+
+    /// The next complete Wayland event, waiting for it.
+    fn next_event(&mut self, deadline: Instant) -> Result<Event> {
+        loop {
+            if self.incoming.len() >= 8 {
+                let size =
+                    (u32::from_le_bytes(self.incoming[4..8].try_into().unwrap()) >> 16) as usize;
+                if size < 8 {
+                    return Err(format!("bad Wayland message size {size}"));
+                }
+                if self.incoming.len() >= size {
+                    let message: Vec<u8> = self.incoming.drain(..size).collect();
+                    return Ok(Event::parse(&message));
+                }
+            }
+            self.receive(deadline)?;
+        }
+    }
+}
+
+struct Event {
+    object: u32,
+    opcode: u16,
+    args: Vec<u8>,
+}
+
+impl Event {
+    fn parse(message: &[u8]) -> Event {
+        let header = u32::from_le_bytes(message[4..8].try_into().unwrap());
+        Event {
+            object: u32::from_le_bytes(message[0..4].try_into().unwrap()),
+            opcode: (header & 0xffff) as u16,
+            args: message[8..].to_vec(),
+        }
+    }
+
+    fn uint(&self, index: usize) -> u32 {
+        self.args
+            .get(index * 4..index * 4 + 4)
+            .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()))
+    }
+
+    /// A string argument starting at word `index`, and the word after it.
+    fn string(&self, index: usize) -> (String, usize) {
+        let len = self.uint(index) as usize;
+        let start = (index + 1) * 4;
+        let bytes = self.args.get(start..start + len).unwrap_or(&[]);
+        let text = String::from_utf8_lossy(bytes.strip_suffix(&[0]).unwrap_or(bytes)).into_owned();
+        (text, index + 1 + len.div_ceil(4))
+    }
+}
+
+/// A Wayland request.
+struct Request {
+    bytes: Vec<u8>,
+}
+
+impl Request {
+    fn new(object: u32, opcode: u16) -> Request {
+        let mut bytes = object.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 4]);
+        bytes[4..6].copy_from_slice(&opcode.to_le_bytes());
+        Request { bytes }
+    }
+
+    fn uint(mut self, value: u32) -> Request {
+        self.bytes.extend_from_slice(&value.to_le_bytes());
+        self
+    }
+
+    fn string(mut self, text: &str) -> Request {
+        self.bytes
+            .extend_from_slice(&(text.len() as u32 + 1).to_le_bytes());
+        self.bytes.extend_from_slice(text.as_bytes());
+        self.bytes.push(0);
+        while !self.bytes.len().is_multiple_of(4) {
+            self.bytes.push(0);
+        }
+        self
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        let size = self.bytes.len() as u16;
+        self.bytes[6..8].copy_from_slice(&size.to_le_bytes());
+        self.bytes
+    }
+}
+
+// Object ids, in the order this client creates the objects: libwayland refuses a new id that
+// is not the next one.
+const DISPLAY: u32 = 1;
+const REGISTRY: u32 = 2;
+const GLOBALS_DONE: u32 = 3;
+const COMPOSITOR: u32 = 4;
+const SHM: u32 = 5;
+const WM_BASE: u32 = 6;
+const SURFACE: u32 = 7;
+const XDG_SURFACE: u32 = 8;
+const TOPLEVEL: u32 = 9;
+const POOL: u32 = 10;
+const BUFFER: u32 = 11;
+const FIRST_CALLBACK: u32 = 12;
+
+struct Client<'a> {
+    channel: Channel<'a>,
+    next_callback: u32,
+    configured: Option<u32>,
+    size: (u32, u32),
+}
+
+impl Client<'_> {
+    /// Handles events until the callback `callback` is done.
+    fn roundtrip(&mut self) -> Result<()> {
+        let callback = self.next_callback;
+        self.next_callback += 1;
+        let sync = Request::new(DISPLAY, 0).uint(callback).finish();
+        self.channel.send(&sync, &[])?;
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let event = self.channel.next_event(deadline)?;
+            if event.object == callback {
+                return Ok(());
+            }
+            self.handle(event)?;
+        }
+    }
+
+    fn handle(&mut self, event: Event) -> Result<()> {
+        match (event.object, event.opcode) {
+            (DISPLAY, 0) => {
+                let (message, _) = event.string(2);
+                return Err(format!(
+                    "Wayland error on object {} code {}: {message}",
+                    event.uint(0),
+                    event.uint(1)
+                ));
+            }
+            (WM_BASE, 0) => {
+                let pong = Request::new(WM_BASE, 3).uint(event.uint(0)).finish();
+                self.channel.send(&pong, &[])?;
+            }
+            (XDG_SURFACE, 0) => self.configured = Some(event.uint(0)),
+            (TOPLEVEL, 0) => {
+                let (width, height) = (event.uint(0), event.uint(1));
+                if width > 0 && height > 0 {
+                    self.size = (width, height);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn run(frames: u32) -> Result<()> {
+    let gpu = Gpu::open()?;
+    for (name, param) in [
+        ("resource_blob", VIRTGPU_PARAM_RESOURCE_BLOB),
+        ("host_visible", VIRTGPU_PARAM_HOST_VISIBLE),
+        ("context_init", VIRTGPU_PARAM_CONTEXT_INIT),
+    ] {
+        let value = gpu.param(param)?;
+        println!("@@RESULT virtgpu.{name}={value}");
+        if value == 0 {
+            return Err(format!("the device lacks {name}"));
+        }
+    }
+    let capsets = gpu.param(VIRTGPU_PARAM_SUPPORTED_CAPSET_IDS)?;
+    println!("@@RESULT virtgpu.capsets={capsets:#x}");
+    if capsets & (1 << CAPSET_CROSS_DOMAIN) == 0 {
+        return Err("no cross-domain capset".into());
+    }
+    let caps = gpu.cross_domain_caps()?;
+    println!("@@RESULT cross_domain.channels={:#x}", caps[1]);
+    gpu.init_context()?;
+    let channel = Channel::open(&gpu)?;
+    let mut client = Client {
+        channel,
+        next_callback: FIRST_CALLBACK,
+        configured: None,
+        size: (640, 480),
+    };
+
+    // Globals.
+    let get_registry = Request::new(DISPLAY, 1).uint(REGISTRY).finish();
+    client.channel.send(&get_registry, &[])?;
+    let sync_id = GLOBALS_DONE;
+    let sync = Request::new(DISPLAY, 0).uint(sync_id).finish();
+    client.channel.send(&sync, &[])?;
+    let mut globals = Vec::new();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let event = client.channel.next_event(deadline)?;
+        if event.object == sync_id {
+            break;
+        }
+        if (event.object, event.opcode) == (REGISTRY, 0) {
+            let (interface, next) = event.string(1);
+            globals.push((event.uint(0), interface, event.uint(next)));
+        } else {
+            client.handle(event)?;
+        }
+    }
+    println!("@@RESULT wayland.globals={}", globals.len());
+    let mut bind = Vec::new();
+    for (interface, id, version) in [
+        ("wl_compositor", COMPOSITOR, 4),
+        ("wl_shm", SHM, 1),
+        ("xdg_wm_base", WM_BASE, 1),
+    ] {
+        let (name, _, offered) = globals
+            .iter()
+            .find(|(_, i, _)| i == interface)
+            .ok_or(format!("the compositor offers no {interface}"))?;
+        let version = version.min(*offered);
+        bind.extend(
+            Request::new(REGISTRY, 0)
+                .uint(*name)
+                .string(interface)
+                .uint(version)
+                .uint(id)
+                .finish(),
+        );
+    }
+    // A fullscreen toplevel, committed without a buffer to get its first configure.
+    bind.extend(Request::new(COMPOSITOR, 0).uint(SURFACE).finish());
+    bind.extend(
+        Request::new(WM_BASE, 2)
+            .uint(XDG_SURFACE)
+            .uint(SURFACE)
+            .finish(),
+    );
+    bind.extend(Request::new(XDG_SURFACE, 1).uint(TOPLEVEL).finish());
+    bind.extend(Request::new(TOPLEVEL, 2).string("wayland-pattern").finish());
+    bind.extend(Request::new(TOPLEVEL, 11).uint(0).finish());
+    bind.extend(Request::new(SURFACE, 6).finish());
+    client.channel.send(&bind, &[])?;
+    let deadline = Instant::now() + TIMEOUT;
+    while client.configured.is_none() {
+        let event = client.channel.next_event(deadline)?;
+        client.handle(event)?;
+    }
+    let serial = client.configured.take().expect("checked");
+    let ack = Request::new(XDG_SURFACE, 4).uint(serial).finish();
+    client.channel.send(&ack, &[])?;
+    let (width, height) = client.size;
+    println!("@@RESULT wayland.size={width}x{height}");
+
+    // The buffer: a host-visible blob, mapped through BAR2.
+    let (stride, offset, size, blob_id) = client.channel.image_requirements(width, height)?;
+    println!("@@RESULT blob.stride={stride} blob.size={size}");
+    if stride < width * 4 || offset as u64 + stride as u64 * height as u64 > size {
+        return Err(format!(
+            "unusable layout: stride {stride} offset {offset} size {size}"
+        ));
+    }
+    let flags = VIRTGPU_BLOB_FLAG_USE_MAPPABLE | VIRTGPU_BLOB_FLAG_USE_SHAREABLE;
+    let buffer = gpu.create_blob(VIRTGPU_BLOB_MEM_HOST3D, flags, size, blob_id)?;
+    let mut pool = Request::new(SHM, 0).uint(POOL).uint(size as u32).finish();
+    pool.extend(
+        Request::new(POOL, 0)
+            .uint(BUFFER)
+            .uint(offset)
+            .uint(width)
+            .uint(height)
+            .uint(stride)
+            .uint(WL_SHM_FORMAT_XRGB8888)
+            .finish(),
+    );
+    client.channel.send(&pool, &[buffer.res_handle])?;
+
+    let stdin = io::stdin();
+    for frame in 0..frames {
+        draw(&buffer, frame, width, height, stride, offset);
+        let mut commit = Request::new(SURFACE, 1)
+            .uint(BUFFER)
+            .uint(0)
+            .uint(0)
+            .finish();
+        commit.extend(
+            Request::new(SURFACE, 2)
+                .uint(0)
+                .uint(0)
+                .uint(width)
+                .uint(height)
+                .finish(),
+        );
+        commit.extend(Request::new(SURFACE, 6).finish());
+        client.channel.send(&commit, &[])?;
+        client.roundtrip()?;
+        println!("@@SHOW frame={frame} width={width} height={height}");
+        io::stdout().flush().ok();
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("reading stdin: {e}"))?;
+    }
+    println!("@@RESULT frames.shown={frames}");
+    Ok(())
+}
+
+fn draw(buffer: &Blob, frame: u32, width: u32, height: u32, stride: u32, offset: u32) {
+    for y in 0..height {
+        let row: Vec<u8> = (0..width)
+            .flat_map(|x| pattern(frame, x, y, width, height).to_le_bytes())
+            .collect();
+        let at = offset as usize + y as usize * stride as usize;
+        assert!(at + row.len() <= buffer.size);
+        // SAFETY: inside the blob's mapping, checked above.
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), buffer.ptr.add(at), row.len()) };
+    }
+}
+
+fn main() {
+    let frames = std::env::args()
+        .nth(1)
+        .map_or(Ok(2), |a| a.parse::<u32>())
+        .unwrap_or(2);
+    if let Err(e) = run(frames) {
+        eprintln!("wayland-pattern: {e}");
+        println!("@@RESULT error={e}");
+        std::process::exit(1);
+    }
+}

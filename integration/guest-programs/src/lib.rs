@@ -1,0 +1,35 @@
+// Copyright 2026 The ChromiumOS Authors
+// Use of this source code is governed by a BSD-style license that can be
+// found in the LICENSE file.
+
+//! Programs the integration tests run inside their guests (built statically, put in the
+//! initramfs), and what the host side of a test shares with them.
+
+/// The XRGB8888 pixel a guest program draws at `(x, y)` of a `width` x `height` frame number
+/// `frame`; the host compares its screenshots with it. Red and green follow x and y, blue is a
+/// 32-pixel checkerboard whose phase flips with every frame, so consecutive frames differ at
+/// every pixel.
+pub fn pattern(frame: u32, x: u32, y: u32, width: u32, height: u32) -> u32 {
+    let red = x * 255 / width.saturating_sub(1).max(1);
+    let green = y * 255 / height.saturating_sub(1).max(1);
+    let blue = if (x / 32 + y / 32 + frame).is_multiple_of(2) {
+        0x20
+    } else {
+        0xe0
+    };
+    (red.min(255) << 16) | (green.min(255) << 8) | blue
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_differ_everywhere_and_corners_span_the_range() {
+        for (x, y) in [(0, 0), (639, 479), (100, 200)] {
+            assert_ne!(pattern(0, x, y, 640, 480), pattern(1, x, y, 640, 480));
+        }
+        assert_eq!(pattern(0, 0, 0, 640, 480), 0x000020);
+        assert_eq!(pattern(0, 639, 479, 640, 480) >> 8, 0xffff);
+    }
+}
