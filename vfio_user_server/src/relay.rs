@@ -132,6 +132,33 @@ fn relay(
     shadow: &ShadowMemory,
     stop: &OwnedFd,
 ) -> io::Result<()> {
+    let mut stats = CopyStats::default();
+    let result = relay_until_closed(device_side, peer_side, shadow, stop, &mut stats);
+    log::info!(
+        "socket relay: connection closed after {} messages to the peer; copied out {} MiB in \
+         {:.1} ms",
+        stats.messages,
+        stats.bytes >> 20,
+        stats.time.as_secs_f64() * 1000.0
+    );
+    result
+}
+
+/// What the copies before messages to the peer cost, over one connection.
+#[derive(Default)]
+struct CopyStats {
+    messages: u64,
+    bytes: u64,
+    time: std::time::Duration,
+}
+
+fn relay_until_closed(
+    device_side: &UnixStream,
+    peer_side: &UnixStream,
+    shadow: &ShadowMemory,
+    stop: &OwnedFd,
+    stats: &mut CopyStats,
+) -> io::Result<()> {
     let mut buf = vec![0u8; CHUNK];
     loop {
         let ready =
@@ -147,7 +174,10 @@ fn relay(
             for fd in &received.fds {
                 shadow.note_exported(fd.as_fd());
             }
-            shadow.copy_out_exported();
+            let start = std::time::Instant::now();
+            stats.bytes += shadow.copy_out_exported();
+            stats.time += start.elapsed();
+            stats.messages += 1;
             forward(peer_side.as_fd(), &buf[..received.len], &received.fds)?;
         }
         if ready[1] {

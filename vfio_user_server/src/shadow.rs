@@ -269,6 +269,28 @@ impl ShadowMemory {
         copied
     }
 
+    /// Reads the region at `offset`, for a client that accesses it with REGION_READ instead of
+    /// mapping it.
+    pub fn read(&self, offset: u64, data: &mut [u8]) -> Result<()> {
+        let state = self.lock();
+        let shadow = state.as_ref().ok_or(ShadowError::RegionMissing)?;
+        let at = shadow.check_access(offset, data.len())?;
+        // SAFETY: `at + data.len()` is inside the view, checked above; `data` is a distinct,
+        // writable buffer.
+        unsafe { sys::copy_guest(shadow.view.as_ptr().add(at), data.as_mut_ptr(), data.len()) };
+        Ok(())
+    }
+
+    /// Writes the region at `offset`, for a client that accesses it with REGION_WRITE.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let state = self.lock();
+        let shadow = state.as_ref().ok_or(ShadowError::RegionMissing)?;
+        let at = shadow.check_access(offset, data.len())?;
+        // SAFETY: as in `read`, with the view as the destination.
+        unsafe { sys::copy_guest(data.as_ptr(), shadow.view.as_ptr().add(at), data.len()) };
+        Ok(())
+    }
+
     /// The number of files placed in the region.
     pub fn mapping_count(&self) -> usize {
         self.lock().as_ref().map_or(0, |s| s.mappings.len())
@@ -281,6 +303,18 @@ impl Shadow {
             fd: self.file.clone(),
             offset: 0,
             sparse_areas: None,
+        }
+    }
+
+    /// `offset` as an index into the view, if `len` bytes from it are inside the region.
+    fn check_access(&self, offset: u64, len: usize) -> Result<usize> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.size => Ok(offset as usize),
+            _ => Err(ShadowError::InvalidRange {
+                offset,
+                len: len as u64,
+                size: self.size,
+            }),
         }
     }
 
@@ -448,6 +482,33 @@ mod tests {
         assert_eq!(shadow.mapping_count(), 0);
         let client = client_view(&mmap, 0x10000);
         assert_eq!(read(&client, 0, 0x10000), vec![0u8; 0x10000]);
+    }
+
+    #[test]
+    fn trapped_access_sees_the_same_bytes_as_a_mapping() {
+        let shadow = ShadowMemory::new();
+        let mut byte = [0u8; 1];
+        assert!(matches!(
+            shadow.read(0, &mut byte),
+            Err(ShadowError::RegionMissing)
+        ));
+        let mmap = shadow.region_mmap("test", 0x10000).unwrap();
+        let client = client_view(&mmap, 0x10000);
+        let file = blob(b"pixels");
+        shadow.map(0x2000, file.as_fd(), 0, 6, true).unwrap();
+        let mut read = [0u8; 6];
+        shadow.read(0x2000, &mut read).unwrap();
+        assert_eq!(&read, b"pixels");
+        shadow.write(0x2000, b"PIX").unwrap();
+        assert_eq!(super::tests::read(&client, 0x2000, 6), b"PIXels");
+        for offset in [0xffff, 0x10000, u64::MAX] {
+            assert!(matches!(
+                shadow.write(offset, b"ab"),
+                Err(ShadowError::InvalidRange { .. })
+            ));
+            assert!(shadow.read(offset, &mut read).is_err());
+        }
+        shadow.write(0xfffe, b"ab").unwrap();
     }
 
     #[test]

@@ -18,15 +18,21 @@ use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::Instant;
 
+use base::Protection;
 use devices::vfio_user_backend::vfio_user_server;
 use devices::vfio_user_backend::virtio_module_factory;
+use devices::vfio_user_backend::HostVisibleBar;
 use devices::vfio_user_backend::PciDeviceAdapter;
 use devices::vfio_user_backend::VmServices;
+use hypervisor::MemCacheType;
+use resources::Alloc;
 use vfio_user_server::protocol::*;
 use vfio_user_server::sys;
 use vfio_user_server::Connection;
 use vfio_user_server::ServerCapabilities;
 use vfio_user_server::ShadowMemory;
+use vm_control::VmMemoryDestination;
+use vm_control::VmMemorySource;
 use zerocopy::IntoBytes;
 
 const MEMORY_BASE: u64 = 0x10_0000;
@@ -194,6 +200,7 @@ fn rng_adapter() -> PciDeviceAdapter {
     PciDeviceAdapter::new(
         virtio_module_factory(device_virtio_rng::VirtioRngModule),
         ShadowMemory::new(),
+        true,
     )
     .unwrap()
 }
@@ -437,7 +444,8 @@ fn vfio_user_msix_relay_latency() {
         &[eventfd.as_fd()],
     );
 
-    let (_services, endpoints, _intx) = VmServices::start(connection.interrupts().clone()).unwrap();
+    let (_services, endpoints, _intx) =
+        VmServices::start(connection.interrupts().clone(), None).unwrap();
     let irqfd = base::Event::new().unwrap();
     endpoints
         .msi_tube
@@ -465,4 +473,66 @@ fn vfio_user_msix_relay_latency() {
         samples[samples.len() * 99 / 100],
         samples[samples.len() - 1]
     );
+}
+
+/// A device's shared memory mappings (virtio-gpu's blobs) land in the BAR's shadow, which the
+/// client maps: the blob's bytes appear at the offset the device chose, the guest's writes go
+/// back into the blob when it is unmapped, and a mapping outside that BAR is refused.
+#[test]
+fn vfio_user_shared_memory_lands_in_the_bar_shadow() {
+    let shadow = ShadowMemory::new();
+    let mmap = shadow.region_mmap("test-bar2", 1 << 20).unwrap();
+    let host_visible = HostVisibleBar {
+        bar: 2,
+        shadow: shadow.clone(),
+    };
+    let (_services, endpoints, _intx) =
+        VmServices::start(vfio_user_server::Interrupts::default(), Some(host_visible)).unwrap();
+    let client = endpoints.shared_memory_client;
+
+    let blob = base::SharedMemory::new("blob", 8192).unwrap();
+    let blob_file = File::from(base::SafeDescriptor::from(blob.try_clone().unwrap()));
+    blob_file.write_all_at(b"blob contents", 0).unwrap();
+    let bar = |bar| Alloc::PciBar {
+        bus: 0,
+        dev: 1,
+        func: 0,
+        bar,
+    };
+    let region = client
+        .register_memory(
+            VmMemorySource::SharedMemory(blob),
+            VmMemoryDestination::ExistingAllocation {
+                allocation: bar(2),
+                offset: 0x4000,
+            },
+            Protection::read_write(),
+            MemCacheType::CacheCoherent,
+        )
+        .unwrap();
+    let view = sys::MappedFile::map(mmap.fd.as_fd(), 0, 1 << 20, true, true).unwrap();
+    let mut seen = [0u8; 13];
+    // SAFETY: 0x4000 + 13 is inside the 1 MiB view.
+    unsafe { sys::copy_guest(view.as_ptr().add(0x4000), seen.as_mut_ptr(), seen.len()) };
+    assert_eq!(&seen, b"blob contents");
+    // SAFETY: as above.
+    unsafe { sys::copy_guest(b"guest".as_ptr(), view.as_ptr().add(0x4000), 5) };
+    client.unregister_memory(region).unwrap();
+    blob_file.read_exact_at(&mut seen, 0).unwrap();
+    assert_eq!(&seen, b"guestcontents");
+    assert_eq!(shadow.mapping_count(), 0);
+
+    let other = base::SharedMemory::new("other", 4096).unwrap();
+    assert!(client
+        .register_memory(
+            VmMemorySource::SharedMemory(other),
+            VmMemoryDestination::ExistingAllocation {
+                allocation: bar(0),
+                offset: 0,
+            },
+            Protection::read_write(),
+            MemCacheType::CacheCoherent,
+        )
+        .is_err());
+    assert_eq!(shadow.mapping_count(), 0);
 }

@@ -76,10 +76,12 @@ pub struct PciDeviceAdapter {
 
 impl PciDeviceAdapter {
     /// Builds the device once to describe it; `factory` builds it again for every client.
-    /// `shadow` backs the device's shared memory BAR, if it has one.
+    /// `shadow` backs the device's shared memory BAR, if it has one, offered for mapping if
+    /// `mappable` and through REGION_READ/WRITE in any case.
     pub fn new(
         mut factory: PciDeviceFactory,
         shadow: Arc<ShadowMemory>,
+        mappable: bool,
     ) -> anyhow::Result<PciDeviceAdapter> {
         let probe = build_instance(
             &mut factory,
@@ -91,7 +93,7 @@ impl PciDeviceAdapter {
         let msix = MsixLayout::parse(probe.device.as_ref());
         let host_visible =
             shared_memory_bar(probe.device.as_ref()).map(|bar| HostVisibleBar { bar, shadow });
-        let description = describe(&probe, msix.as_ref(), host_visible.as_ref())?;
+        let description = describe(&probe, msix.as_ref(), host_visible.as_ref(), mappable)?;
         Ok(PciDeviceAdapter {
             factory,
             description,
@@ -203,6 +205,7 @@ fn describe(
     instance: &Instance,
     msix: Option<&MsixLayout>,
     host_visible: Option<&HostVisibleBar>,
+    mappable: bool,
 ) -> anyhow::Result<DeviceDescription> {
     let mut regions = vec![RegionDescription::default(); 9];
     for (index, region) in regions.iter_mut().enumerate().take(6) {
@@ -231,7 +234,7 @@ fn describe(
                 .shadow
                 .region_mmap(&name, bar.size())
                 .context("creating the shared memory BAR's file")?;
-            region.mmap = Some(mmap);
+            region.mmap = mappable.then_some(mmap);
         }
     }
     regions[PCI_CONFIG_REGION_INDEX as usize] = RegionDescription::plain(256);
@@ -268,6 +271,10 @@ impl Device for PciDeviceAdapter {
     ) -> io::Result<()> {
         match index {
             PCI_CONFIG_REGION_INDEX => self.config_read(offset, data),
+            // A client that does not map the shared memory BAR reaches the same bytes.
+            _ if self.is_host_visible(index) => {
+                self.host_visible_access(|shadow| shadow.read(offset, data))
+            }
             0..=5 => {
                 let instance = self.started_instance()?;
                 instance.device.read_bar(index as usize, offset, data);
@@ -286,6 +293,9 @@ impl Device for PciDeviceAdapter {
     ) -> io::Result<()> {
         match index {
             PCI_CONFIG_REGION_INDEX => self.config_write(offset, data),
+            _ if self.is_host_visible(index) => {
+                self.host_visible_access(|shadow| shadow.write(offset, data))
+            }
             0..=5 => {
                 // A write to the notify area signals the queue's event: crosvm's write_bar does
                 // that itself whether or not an ioevent was registered for it.
@@ -329,6 +339,23 @@ impl Device for PciDeviceAdapter {
 }
 
 impl PciDeviceAdapter {
+    fn is_host_visible(&self, index: u32) -> bool {
+        self.host_visible
+            .as_ref()
+            .is_some_and(|h| u32::from(h.bar) == index)
+    }
+
+    fn host_visible_access(
+        &self,
+        access: impl FnOnce(&ShadowMemory) -> vfio_user_server::shadow::Result<()>,
+    ) -> io::Result<()> {
+        let shadow = &self.host_visible.as_ref().expect("checked").shadow;
+        access(shadow).map_err(|e| {
+            debug!("vfio-user: shared memory BAR access refused: {e}");
+            io::Error::from_raw_os_error(libc::EINVAL)
+        })
+    }
+
     fn reset_state(&mut self) {
         self.instance = None;
         self.config_writes.clear();

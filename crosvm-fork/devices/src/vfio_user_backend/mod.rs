@@ -219,16 +219,18 @@ pub fn run_server(
     fd: Option<RawDescriptor>,
     factory: PciDeviceFactory,
 ) -> anyhow::Result<()> {
-    run_server_with_shadow(socket_path, fd, factory, ShadowMemory::new())
+    run_server_with_shadow(socket_path, fd, factory, ShadowMemory::new(), true)
 }
 
 /// As [`run_server`], with the memory that backs the device's shared memory BAR, if it has one,
-/// given by the caller (who may relay the device's sockets through it).
+/// given by the caller (who may relay the device's sockets through it). Unless `mappable`, the
+/// BAR is offered only through REGION_READ/WRITE.
 pub fn run_server_with_shadow(
     socket_path: Option<&str>,
     fd: Option<RawDescriptor>,
     factory: PciDeviceFactory,
     shadow: Arc<ShadowMemory>,
+    mappable: bool,
 ) -> anyhow::Result<()> {
     // Before any thread starts: the signals stay blocked in the threads started later (the VM
     // services, the device's workers), so they are only ever read here.
@@ -236,7 +238,7 @@ pub fn run_server_with_shadow(
         SignalFd::new(libc::SIGTERM).context("creating a signalfd for SIGTERM")?,
         SignalFd::new(libc::SIGINT).context("creating a signalfd for SIGINT")?,
     ];
-    let result = serve_until_signal(socket_path, fd, factory, shadow, &signals);
+    let result = serve_until_signal(socket_path, fd, factory, shadow, mappable, &signals);
     // Consumed, or the signal that stopped the server would kill it when dropping its SignalFd
     // unblocks it.
     for signal in &signals {
@@ -250,6 +252,7 @@ fn serve_until_signal(
     fd: Option<RawDescriptor>,
     factory: PciDeviceFactory,
     shadow: Arc<ShadowMemory>,
+    mappable: bool,
     signals: &[SignalFd],
 ) -> anyhow::Result<()> {
     let wait_ctx = WaitContext::new().context("creating the wait context")?;
@@ -258,7 +261,7 @@ fn serve_until_signal(
             .add(signal, Token::Terminate)
             .context("waiting on a signalfd")?;
     }
-    let mut adapter = PciDeviceAdapter::new(factory, shadow)?;
+    let mut adapter = PciDeviceAdapter::new(factory, shadow, mappable)?;
     let capabilities = ServerCapabilities::default();
     let listener = match (socket_path, fd) {
         (Some(path), None) => Listener::bind(path).with_context(|| format!("binding {path}"))?,

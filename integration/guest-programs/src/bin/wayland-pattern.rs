@@ -7,13 +7,16 @@
 //! requests a fullscreen wl_shm client needs, written by hand.
 //!
 //!     wayland-pattern [FRAMES]
+//!     wayland-pattern --bench FRAMES
 //!
 //! The buffer is a HOST3D blob the guest maps through the GPU's host-visible BAR. For each
 //! frame (2 by default) it draws `guest_programs::pattern`, attaches, damages and commits,
 //! waits until the compositor has handled the commit (wl_display.sync), prints
 //! `@@SHOW frame=N width=W height=H` and reads a line from stdin before the next frame, so the
-//! host can capture the screen in between. Reports `@@RESULT key=value` lines; exits non-zero
-//! on any failure, with the reason on stderr.
+//! host can capture the screen in between. With `--bench`, it redraws and commits FRAMES frames
+//! as fast as it can (each commit followed by a round trip, so the compositor has handled it)
+//! and reports the rate and where the time went. Reports `@@RESULT key=value` lines; exits
+//! non-zero on any failure, with the reason on stderr.
 
 use std::fs::File;
 use std::fs::OpenOptions;
@@ -588,7 +591,7 @@ impl Client<'_> {
     }
 }
 
-fn run(frames: u32) -> Result<()> {
+fn run(frames: u32, bench: bool) -> Result<()> {
     let gpu = Gpu::open()?;
     for (name, param) in [
         ("resource_blob", VIRTGPU_PARAM_RESOURCE_BLOB),
@@ -684,7 +687,8 @@ fn run(frames: u32) -> Result<()> {
 
     // The buffer: a host-visible blob, mapped through BAR2.
     let (stride, offset, size, blob_id) = client.channel.image_requirements(width, height)?;
-    println!("@@RESULT blob.stride={stride} blob.size={size}");
+    println!("@@RESULT blob.stride={stride}");
+    println!("@@RESULT blob.size={size}");
     if stride < width * 4 || offset as u64 + stride as u64 * height as u64 > size {
         return Err(format!(
             "unusable layout: stride {stride} offset {offset} size {size}"
@@ -705,6 +709,14 @@ fn run(frames: u32) -> Result<()> {
     );
     client.channel.send(&pool, &[buffer.res_handle])?;
 
+    if bench {
+        return run_bench(
+            &mut client,
+            &buffer,
+            frames,
+            (width, height, stride, offset),
+        );
+    }
     let stdin = io::stdin();
     for frame in 0..frames {
         draw(&buffer, frame, width, height, stride, offset);
@@ -736,24 +748,148 @@ fn run(frames: u32) -> Result<()> {
     Ok(())
 }
 
+fn commit_request(width: u32, height: u32) -> Vec<u8> {
+    let mut commit = Request::new(SURFACE, 1)
+        .uint(BUFFER)
+        .uint(0)
+        .uint(0)
+        .finish();
+    commit.extend(
+        Request::new(SURFACE, 2)
+            .uint(0)
+            .uint(0)
+            .uint(width)
+            .uint(height)
+            .finish(),
+    );
+    commit.extend(Request::new(SURFACE, 6).finish());
+    commit
+}
+
+fn run_bench(
+    client: &mut Client,
+    buffer: &Blob,
+    frames: u32,
+    (width, height, stride, offset): (u32, u32, u32, u32),
+) -> Result<()> {
+    if width % 2 != 0 {
+        return Err("--bench needs an even width".into());
+    }
+    // As a Wayland proxy does (wayland-proxy-virtwl, sommelier), each frame is copied into the
+    // blob from a buffer of the client's, here two alternating frames drawn beforehand.
+    let frames_in_ram: Vec<Vec<u64>> = (0..2)
+        .map(|frame| {
+            (0..height)
+                .flat_map(|y| {
+                    (0..width.div_ceil(2)).map(move |pair| {
+                        let x = pair * 2;
+                        let right = if x + 1 < width {
+                            pattern(frame, x + 1, y, width, height)
+                        } else {
+                            0
+                        };
+                        u64::from(pattern(frame, x, y, width, height)) | (u64::from(right) << 32)
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let mut draw_time = Duration::ZERO;
+    let mut commit_time = Duration::ZERO;
+    let start = Instant::now();
+    for frame in 0..frames {
+        let drawn = Instant::now();
+        copy_frame(
+            buffer,
+            &frames_in_ram[frame as usize % 2],
+            width,
+            height,
+            stride,
+            offset,
+        );
+        draw_time += drawn.elapsed();
+        let committed = Instant::now();
+        client.channel.send(&commit_request(width, height), &[])?;
+        client.roundtrip()?;
+        commit_time += committed.elapsed();
+    }
+    let total = start.elapsed();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0 / f64::from(frames.max(1));
+    println!("@@RESULT bench.frames={frames}");
+    println!("@@RESULT bench.size={width}x{height}");
+    println!(
+        "@@RESULT bench.fps={:.3}",
+        f64::from(frames) / total.as_secs_f64()
+    );
+    println!("@@RESULT bench.frame_ms={:.1}", ms(total));
+    println!("@@RESULT bench.draw_ms={:.1}", ms(draw_time));
+    println!("@@RESULT bench.commit_ms={:.1}", ms(commit_time));
+    Ok(())
+}
+
+/// Copies a frame of `width.div_ceil(2)` pixel pairs per row into the blob with 8-byte volatile
+/// stores, the accesses `draw` makes. `width` must be even.
+fn copy_frame(buffer: &Blob, frame: &[u64], width: u32, height: u32, stride: u32, offset: u32) {
+    let pairs = width.div_ceil(2) as usize;
+    for y in 0..height as usize {
+        let at = offset as usize + y * stride as usize;
+        assert!(at + pairs * 8 <= buffer.size && at.is_multiple_of(8));
+        let row = &frame[y * pairs..(y + 1) * pairs];
+        for (i, pixels) in row.iter().enumerate() {
+            // SAFETY: inside the blob's mapping (checked above for the row), 8-aligned.
+            unsafe { std::ptr::write_volatile(buffer.ptr.add(at + i * 8).cast(), *pixels) };
+        }
+    }
+}
+
+/// Draws `frame` with 8-byte volatile stores: device memory takes them as they come, and a
+/// client that traps the BAR gets one message per store (a byte-wise `rep movsb` would make
+/// eight).
 fn draw(buffer: &Blob, frame: u32, width: u32, height: u32, stride: u32, offset: u32) {
     for y in 0..height {
-        let row: Vec<u8> = (0..width)
-            .flat_map(|x| pattern(frame, x, y, width, height).to_le_bytes())
-            .collect();
         let at = offset as usize + y as usize * stride as usize;
-        assert!(at + row.len() <= buffer.size);
-        // SAFETY: inside the blob's mapping, checked above.
-        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), buffer.ptr.add(at), row.len()) };
+        assert!(at + width as usize * 4 <= buffer.size && at.is_multiple_of(8));
+        for x in (0..width).step_by(2) {
+            let left = u64::from(pattern(frame, x, y, width, height));
+            let right = if x + 1 < width {
+                u64::from(pattern(frame, x + 1, y, width, height))
+            } else {
+                0
+            };
+            let pixels = left | (right << 32);
+            if x + 1 < width {
+                // SAFETY: inside the blob's mapping (checked above for the row), 8-aligned.
+                unsafe {
+                    std::ptr::write_volatile(buffer.ptr.add(at + x as usize * 4).cast(), pixels)
+                };
+            } else {
+                // SAFETY: as above, the row's last 4 bytes.
+                unsafe {
+                    std::ptr::write_volatile(
+                        buffer.ptr.add(at + x as usize * 4).cast::<u32>(),
+                        left as u32,
+                    )
+                };
+            }
+        }
     }
 }
 
 fn main() {
-    let frames = std::env::args()
-        .nth(1)
-        .map_or(Ok(2), |a| a.parse::<u32>())
-        .unwrap_or(2);
-    if let Err(e) = run(frames) {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let bench = args.first().is_some_and(|a| a == "--bench");
+    if bench {
+        args.remove(0);
+    }
+    let frames = match args.first().map(|a| a.parse::<u32>()) {
+        None => 2,
+        Some(Ok(frames)) => frames,
+        Some(Err(_)) => {
+            eprintln!("usage: wayland-pattern [--bench] [FRAMES]");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(frames, bench) {
         eprintln!("wayland-pattern: {e}");
         println!("@@RESULT error={e}");
         std::process::exit(1);

@@ -207,6 +207,11 @@ struct GpuOptions {
     /// path to one or more Wayland sockets. The unnamed socket is used for displaying virtual
     /// screens while the named ones are used for IPC
     wayland_sock: Vec<(String, PathBuf)>,
+    #[argh(switch)]
+    /// offer the host-visible memory BAR only through REGION_READ/WRITE messages, not for
+    /// mapping: every guest access to a mapped blob is then a message (slow), for clients that
+    /// cannot map it and for comparison
+    trapped_shared_memory: bool,
 }
 
 #[cfg(feature = "gpu")]
@@ -286,8 +291,13 @@ pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
                 drop(host_tubes.replace(tubes));
                 Ok(device)
             });
-            let result =
-                vfio_user_backend::run_server_with_shadow(path.as_deref(), gpu.fd, factory, shadow);
+            let result = vfio_user_backend::run_server_with_shadow(
+                path.as_deref(),
+                gpu.fd,
+                factory,
+                shadow,
+                !gpu.trapped_shared_memory,
+            );
             drop(relays);
             result
         }
