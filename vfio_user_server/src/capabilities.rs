@@ -28,6 +28,9 @@ pub struct ServerCapabilities {
     /// capability is present).
     pub migration_pgsize: u32,
     pub write_multiple: bool,
+    /// Whether the server may send REGION_MAP/REGION_UNMAP (the proposed `x-region-map`
+    /// extension) to a client that proposes it.
+    pub region_map: bool,
 }
 
 impl Default for ServerCapabilities {
@@ -39,6 +42,7 @@ impl Default for ServerCapabilities {
             pgsizes: 4096,
             migration_pgsize: 4096,
             write_multiple: true,
+            region_map: true,
         }
     }
 }
@@ -50,6 +54,8 @@ pub struct ClientCapabilities {
     pub max_msg_fds: u32,
     /// Most data the client accepts in one DMA_READ/WRITE (default 1 MiB).
     pub max_data_xfer_size: u32,
+    /// The client takes REGION_MAP/REGION_UNMAP, and the server offered them.
+    pub region_map: bool,
 }
 
 impl Default for ClientCapabilities {
@@ -57,6 +63,7 @@ impl Default for ClientCapabilities {
         ClientCapabilities {
             max_msg_fds: 1,
             max_data_xfer_size: 1 << 20,
+            region_map: false,
         }
     }
 }
@@ -127,6 +134,13 @@ pub fn negotiate(data: &[u8], ours: &ServerCapabilities) -> Result<(ClientCapabi
                     .ok_or_else(|| bad("write_multiple must be a boolean"))?;
                 reply.insert(name.clone(), json!(theirs && ours.write_multiple));
             }
+            "x-region-map" => {
+                let theirs = value
+                    .as_bool()
+                    .ok_or_else(|| bad("x-region-map must be a boolean"))?;
+                client.region_map = theirs && ours.region_map;
+                reply.insert(name.clone(), json!(client.region_map));
+            }
             // twin_socket and capabilities of later versions: not offered.
             _ => {}
         }
@@ -158,6 +172,28 @@ mod tests {
         assert_eq!(client.max_msg_fds, 1);
         let reply: Value = serde_json::from_str(&reply).unwrap();
         assert_eq!(reply["capabilities"]["migration"]["pgsize"], json!(4096));
+    }
+
+    #[test]
+    fn region_map_only_when_both_sides_want_it() {
+        let proposal = br#"{"capabilities":{"x-region-map":true}}"#;
+        let (client, reply) = negotiate(proposal, &ServerCapabilities::default()).unwrap();
+        assert!(client.region_map);
+        assert_eq!(reply, r#"{"capabilities":{"x-region-map":true}}"#);
+        let off = ServerCapabilities {
+            region_map: false,
+            ..Default::default()
+        };
+        let (client, reply) = negotiate(proposal, &off).unwrap();
+        assert!(!client.region_map);
+        assert_eq!(reply, r#"{"capabilities":{"x-region-map":false}}"#);
+        let (client, _) = negotiate(b"{}", &ServerCapabilities::default()).unwrap();
+        assert!(!client.region_map);
+        assert!(negotiate(
+            br#"{"capabilities":{"x-region-map":1}}"#,
+            &ServerCapabilities::default()
+        )
+        .is_err());
     }
 
     #[test]

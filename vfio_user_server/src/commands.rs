@@ -239,6 +239,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         let data = &message.body[size_of::<Version>()..];
         let (client, json) = capabilities::negotiate(data, &self.channel.ours)?;
         self.channel.client = Some(client);
+        self.region_maps.set_enabled(client.region_map);
         let reply = Version {
             major: capabilities::MAJOR,
             minor: capabilities::MINOR,

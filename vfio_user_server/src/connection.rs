@@ -13,6 +13,7 @@ use std::os::fd::AsRawFd;
 use std::os::fd::BorrowedFd;
 use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 
 use log::debug;
 use log::warn;
@@ -38,6 +39,9 @@ use crate::pci::BarRegisters;
 use crate::protocol::*;
 use crate::region::validate;
 use crate::region::InvalidDescription;
+use crate::region_map::RegionMapOutcome;
+use crate::region_map::RegionMapQueue;
+use crate::region_map::RegionMapRequest;
 use crate::sys;
 
 /// Client commands that arrive while the server waits for a reply to its own request are kept
@@ -131,7 +135,7 @@ impl<T: Transport + Pollable> Channel<T> {
 
     /// Sends a request to the client and waits for its reply, queueing the client's own commands
     /// that arrive meanwhile.
-    fn request(&mut self, command: u16, body: &[&[u8]]) -> Result<Message> {
+    fn request(&mut self, command: u16, body: &[&[u8]], fds: &[BorrowedFd]) -> Result<Message> {
         let msg_id = self.next_request_id;
         self.next_request_id = self.next_request_id.wrapping_add(1);
         let header = Header {
@@ -141,7 +145,7 @@ impl<T: Transport + Pollable> Channel<T> {
             flags: header_flags::TYPE_COMMAND,
             error: 0,
         };
-        send_message(&mut self.transport, header, body, &[])?;
+        send_message(&mut self.transport, header, body, fds)?;
         loop {
             if self.reader.buffered() == 0
                 && !self
@@ -151,7 +155,7 @@ impl<T: Transport + Pollable> Channel<T> {
             {
                 return Err(Error::Socket(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "the client did not answer a DMA request",
+                    "the client did not answer a request",
                 )));
             }
             let max = self.max_message_size();
@@ -195,7 +199,7 @@ impl<T: Transport + Pollable> ClientDma for Channel<T> {
                 address: chunk_address,
                 count: chunk.len() as u64,
             };
-            let reply = self.request(command::DMA_READ, &[request.as_bytes()])?;
+            let reply = self.request(command::DMA_READ, &[request.as_bytes()], &[])?;
             if reply.header.is_error() {
                 return Err(Error::DmaAccessRefused {
                     address: chunk_address,
@@ -223,7 +227,7 @@ impl<T: Transport + Pollable> ClientDma for Channel<T> {
                 address: chunk_address,
                 count: chunk.len() as u64,
             };
-            let reply = self.request(command::DMA_WRITE, &[request.as_bytes(), chunk])?;
+            let reply = self.request(command::DMA_WRITE, &[request.as_bytes(), chunk], &[])?;
             if reply.header.is_error() {
                 return Err(Error::DmaAccessRefused {
                     address: chunk_address,
@@ -247,6 +251,7 @@ pub struct Connection<'d, T: Transport + Pollable> {
     pub(crate) bars: BarRegisters,
     pub(crate) memory: GuestMemory,
     pub(crate) interrupts: Interrupts,
+    pub(crate) region_maps: Arc<RegionMapQueue>,
     torn_down: bool,
 }
 
@@ -259,7 +264,12 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
         let description = validate(device.description())?;
         let memory = GuestMemory::new(capabilities.max_dma_maps as usize);
         let interrupts = Interrupts::new(description.irqs);
+        let region_maps =
+            Arc::new(RegionMapQueue::new().map_err(|e| {
+                InvalidDescription(format!("cannot create the region map queue: {e}"))
+            })?);
         device.connected(memory.clone(), interrupts.clone());
+        device.region_maps(region_maps.clone());
         Ok(Connection {
             channel: Channel {
                 transport,
@@ -274,7 +284,82 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
             device,
             memory,
             interrupts,
+            region_maps,
             torn_down: false,
+        })
+    }
+
+    /// Readable while the device has REGION_MAP/REGION_UNMAP requests for the client: poll it
+    /// with the socket and call [`Connection::handle_region_maps`].
+    pub fn region_map_fd(&self) -> BorrowedFd<'_> {
+        self.region_maps.wake_fd()
+    }
+
+    /// Sends the device's pending REGION_MAP/REGION_UNMAP requests, each answered before the
+    /// next; the client's own commands that arrive meanwhile are handled afterwards.
+    pub fn handle_region_maps(&mut self) -> Status {
+        if self.torn_down {
+            return Status::Closed;
+        }
+        while let Some((id, request)) = self.region_maps.take() {
+            let outcome = match self.send_region_map(request) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    self.region_maps
+                        .finish(id, RegionMapOutcome::Failed(libc::EIO));
+                    return self.close(&format!("region map request failed: {e}"));
+                }
+            };
+            self.region_maps.finish(id, outcome);
+        }
+        Status::Open
+    }
+
+    fn send_region_map(&mut self, request: RegionMapRequest) -> Result<RegionMapOutcome> {
+        let (command, body, fd) = match request {
+            RegionMapRequest::Map {
+                region,
+                offset,
+                size,
+                fd,
+                fd_offset,
+                writable,
+            } => {
+                let flags = REGION_MAP_READ | if writable { REGION_MAP_WRITE } else { 0 };
+                let body = RegionMap {
+                    argsz: size_of::<RegionMap>() as u32,
+                    flags,
+                    region,
+                    pad: 0,
+                    offset,
+                    size,
+                    fd_offset,
+                };
+                (command::REGION_MAP, body, Some(fd))
+            }
+            RegionMapRequest::Unmap {
+                region,
+                offset,
+                size,
+            } => {
+                let body = RegionMap {
+                    argsz: size_of::<RegionMap>() as u32,
+                    flags: 0,
+                    region,
+                    pad: 0,
+                    offset,
+                    size,
+                    fd_offset: 0,
+                };
+                (command::REGION_UNMAP, body, None)
+            }
+        };
+        let fds: Vec<BorrowedFd> = fd.iter().map(|fd| fd.as_fd()).collect();
+        let reply = self.channel.request(command, &[body.as_bytes()], &fds)?;
+        Ok(if reply.header.is_error() {
+            RegionMapOutcome::Failed(reply.header.error as i32)
+        } else {
+            RegionMapOutcome::Done
         })
     }
 
@@ -331,6 +416,11 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
             }
         };
         let Err((error, shape)) = result else {
+            // Requests the device posted while handling the message (a reset unmapping what it
+            // had mapped in the client) go out before the next message.
+            if self.region_maps.has_pending() {
+                return self.handle_region_maps();
+            }
             return Status::Open;
         };
         let disposition = error.disposition();
@@ -375,6 +465,7 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
             return;
         }
         self.torn_down = true;
+        self.region_maps.set_enabled(false);
         self.interrupts.clear();
         let maps: Vec<(u64, u64)> = self
             .memory

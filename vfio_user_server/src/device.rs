@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::dma::GuestMemory;
 use crate::irq::Interrupts;
 use crate::irq::IrqCounts;
+use crate::region_map::RegionMapQueue;
 
 /// The type bits a BAR register reports; the server emulates BAR sizing from them and the
 /// region's size.
@@ -167,6 +168,10 @@ pub trait Device: Send {
 
     /// A client connected; these handles stay valid until [`Device::disconnected`].
     fn connected(&mut self, _memory: GuestMemory, _interrupts: Interrupts) {}
+
+    /// A new client's queue for REGION_MAP/REGION_UNMAP requests (the proposed `x-region-map`
+    /// extension); requests are refused with `NotOffered` unless the client opted in.
+    fn region_maps(&mut self, _queue: Arc<RegionMapQueue>) {}
 
     /// Reads `data.len()` bytes at `offset` of region `index`; the server has checked the range.
     fn region_read(

@@ -34,6 +34,11 @@ pub mod command {
     pub const DEVICE_FEATURE: u16 = 16;
     pub const MIG_DATA_READ: u16 = 17;
     pub const MIG_DATA_WRITE: u16 = 18;
+    /// Server to client, proposed extension (`x-region-map`): map a file over part of a region.
+    /// Numbers outside the specification's range until one is assigned.
+    pub const REGION_MAP: u16 = 0x7f00;
+    /// Server to client, proposed extension: put the region's own file back over a range.
+    pub const REGION_UNMAP: u16 = 0x7f01;
 }
 
 /// Bits of the header's `flags` field.
@@ -260,6 +265,25 @@ pub struct DmaAccess {
     pub count: u64,
 }
 
+/// REGION_MAP and REGION_UNMAP (proposed extension, see `region_map`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct RegionMap {
+    pub argsz: u32,
+    /// REGION_MAP_READ | REGION_MAP_WRITE.
+    pub flags: u32,
+    pub region: u32,
+    pub pad: u32,
+    /// Where in the region, page-aligned.
+    pub offset: u64,
+    pub size: u64,
+    /// Where in the file (REGION_MAP only).
+    pub fd_offset: u64,
+}
+
+pub const REGION_MAP_READ: u32 = 1;
+pub const REGION_MAP_WRITE: u32 = 2;
+
 /// The most data one REGION_WRITE_MULTI entry carries.
 pub const WRITE_MULTI_DATA: usize = 8;
 /// The most entries a REGION_WRITE_MULTI message carries (QEMU's limit).
@@ -298,6 +322,7 @@ const _: () = assert!(size_of::<Header>() == 16);
 const _: () = assert!(size_of::<Version>() == 4);
 const _: () = assert!(size_of::<DmaMap>() == 32);
 const _: () = assert!(size_of::<DmaUnmap>() == 24);
+const _: () = assert!(size_of::<RegionMap>() == 40);
 const _: () = assert!(size_of::<DeviceInfo>() == 16);
 const _: () = assert!(size_of::<RegionInfo>() == 32);
 const _: () = assert!(size_of::<CapabilityHeader>() == 8);

@@ -18,6 +18,10 @@
 //!
 //! What this does not give: writes to a file by anyone else after it was mapped do not reach the
 //! guest (a compositor writing into a client's buffer, as screen capture protocols do).
+//!
+//! With a client that takes the proposed REGION_MAP extension ([`ShadowMemory::set_region_maps`]),
+//! a placed file is mapped by the client itself over its range instead: shared, no copies, and
+//! coherent both ways. The copies remain for clients without it, and whenever a request fails.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -34,6 +38,10 @@ use remain::sorted;
 use thiserror::Error;
 
 use crate::device::RegionMmap;
+use crate::region_map::RegionMapOutcome;
+use crate::region_map::RegionMapQueue;
+use crate::region_map::RegionMapRequest;
+use crate::region_map::DEFAULT_TIMEOUT;
 use crate::sys;
 use crate::sys::MappedFile;
 
@@ -50,6 +58,8 @@ pub enum ShadowError {
         len: u64,
         existing: u64,
     },
+    #[error("the file at {0:#x} is mapped read-only")]
+    ReadOnly(u64),
     #[error("the region's backing file has not been created")]
     RegionMissing,
     #[error("the region was already created with {existing:#x} bytes, not {size:#x}")]
@@ -73,6 +83,8 @@ pub type Result<T> = std::result::Result<T, ShadowError>;
 #[derive(Default)]
 pub struct ShadowMemory {
     state: Mutex<Option<Shadow>>,
+    /// The current client's REGION_MAP queue and this region's index, when there is a client.
+    region_maps: Mutex<Option<(Arc<RegionMapQueue>, u32)>>,
 }
 
 struct Shadow {
@@ -91,6 +103,8 @@ struct Placed {
     identity: (u64, u64),
     /// Whether the guest's writes are copied back into the file.
     writable: bool,
+    /// The client maps the file itself (REGION_MAP): nothing to copy.
+    by_client: bool,
 }
 
 impl ShadowMemory {
@@ -187,22 +201,109 @@ impl ShadowMemory {
             }
             Err(e) => return Err(e.into()),
         };
-        let placed = Placed {
+        let mut placed = Placed {
             source,
             identity: sys::file_identity(fd)?,
             writable,
+            by_client: false,
         };
-        // SAFETY: `source` maps exactly `len` bytes; the view maps the whole region and
-        // offset + len <= size was checked above; the two are distinct mappings.
-        unsafe {
-            sys::copy_guest(
-                placed.source.as_ptr(),
-                shadow.view.as_ptr().add(offset as usize),
-                map_len,
-            )
-        };
+        // The client's answer may take a while, and the connection's thread (which sends the
+        // request) may need this lock meanwhile: ask without holding it.
+        drop(state);
+        placed.by_client = self.map_in_client(offset, fd, fd_offset, len, writable);
+        let mut state = self.lock();
+        let shadow = state.as_mut().ok_or(ShadowError::RegionMissing)?;
+        if let Some(existing) = shadow.overlapping(offset, len) {
+            // Placed concurrently by another thread: undo ours.
+            if placed.by_client {
+                self.unmap_in_client(offset, len);
+            }
+            return Err(ShadowError::Overlaps {
+                offset,
+                len,
+                existing,
+            });
+        }
+        if !placed.by_client {
+            // SAFETY: `source` maps exactly `len` bytes; the view maps the whole region and
+            // offset + len <= size was checked above; the two are distinct mappings.
+            unsafe {
+                sys::copy_guest(
+                    placed.source.as_ptr(),
+                    shadow.view.as_ptr().add(offset as usize),
+                    map_len,
+                )
+            };
+        }
         shadow.mappings.insert(offset, placed);
         Ok(())
+    }
+
+    /// Hands the current client's REGION_MAP queue to the region (index `region`), or takes it
+    /// away (`None`, at a disconnect). Files placed from then on are mapped by the client when it
+    /// takes the extension.
+    pub fn set_region_maps(&self, queue: Option<Arc<RegionMapQueue>>, region: u32) {
+        *self.region_maps.lock().unwrap_or_else(|e| e.into_inner()) = queue.map(|q| (q, region));
+    }
+
+    fn queue(&self) -> Option<(Arc<RegionMapQueue>, u32)> {
+        self.region_maps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Asks the client to map the file itself; false if it does not take the extension or did
+    /// not manage to.
+    fn map_in_client(
+        &self,
+        offset: u64,
+        fd: BorrowedFd,
+        fd_offset: u64,
+        size: u64,
+        writable: bool,
+    ) -> bool {
+        let Some((queue, region)) = self.queue() else {
+            return false;
+        };
+        if !queue.enabled() {
+            return false;
+        }
+        let fd = match fd.try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::warn!("shadow: cannot duplicate a file for the client: {e}");
+                return false;
+            }
+        };
+        let request = RegionMapRequest::Map {
+            region,
+            offset,
+            size,
+            fd,
+            fd_offset,
+            writable,
+        };
+        match queue.request(request, DEFAULT_TIMEOUT) {
+            RegionMapOutcome::Done => true,
+            RegionMapOutcome::NotOffered => false,
+            outcome => {
+                log::warn!("shadow: client mapping of {offset:#x}+{size:#x}: {outcome:?}; copying");
+                false
+            }
+        }
+    }
+
+    /// Asks the client to map the region's own file back over a range, without waiting: the
+    /// caller may be on the connection's thread.
+    fn unmap_in_client(&self, offset: u64, size: u64) {
+        if let Some((queue, region)) = self.queue() {
+            queue.post(RegionMapRequest::Unmap {
+                region,
+                offset,
+                size,
+            });
+        }
     }
 
     /// Removes the mapping at `offset`: copies the range back into its file if writable, then
@@ -214,6 +315,9 @@ impl ShadowMemory {
             .mappings
             .remove(&offset)
             .ok_or(ShadowError::UnknownMapping(offset))?;
+        if placed.by_client {
+            self.unmap_in_client(offset, placed.source.len() as u64);
+        }
         shadow.release(offset, &placed)?;
         if !shadow
             .mappings
@@ -232,6 +336,9 @@ impl ShadowMemory {
             return;
         };
         for (offset, placed) in std::mem::take(&mut shadow.mappings) {
+            if placed.by_client {
+                self.unmap_in_client(offset, placed.source.len() as u64);
+            }
             if let Err(e) = shadow.release(offset, &placed) {
                 log::warn!("shadow: releasing {offset:#x}: {e}");
             }
@@ -261,7 +368,8 @@ impl ShadowMemory {
         };
         let mut copied = 0;
         for (offset, placed) in &shadow.mappings {
-            if placed.writable && shadow.exported.contains(&placed.identity) {
+            // A file the client maps itself is the guest's memory: nothing to bring up to date.
+            if placed.writable && !placed.by_client && shadow.exported.contains(&placed.identity) {
                 shadow.copy_back(*offset, placed);
                 copied += placed.source.len() as u64;
             }
@@ -275,9 +383,10 @@ impl ShadowMemory {
         let state = self.lock();
         let shadow = state.as_ref().ok_or(ShadowError::RegionMissing)?;
         let at = shadow.check_access(offset, data.len())?;
-        // SAFETY: `at + data.len()` is inside the view, checked above; `data` is a distinct,
+        let memory = shadow.memory_at(offset, data.len(), at, false)?;
+        // SAFETY: `memory` is valid for `data.len()` bytes (`memory_at`); `data` is a distinct,
         // writable buffer.
-        unsafe { sys::copy_guest(shadow.view.as_ptr().add(at), data.as_mut_ptr(), data.len()) };
+        unsafe { sys::copy_guest(memory, data.as_mut_ptr(), data.len()) };
         Ok(())
     }
 
@@ -286,8 +395,9 @@ impl ShadowMemory {
         let state = self.lock();
         let shadow = state.as_ref().ok_or(ShadowError::RegionMissing)?;
         let at = shadow.check_access(offset, data.len())?;
-        // SAFETY: as in `read`, with the view as the destination.
-        unsafe { sys::copy_guest(data.as_ptr(), shadow.view.as_ptr().add(at), data.len()) };
+        let memory = shadow.memory_at(offset, data.len(), at, true)?;
+        // SAFETY: as in `read`, with `memory` as the destination (writable: `memory_at`).
+        unsafe { sys::copy_guest(data.as_ptr(), memory, data.len()) };
         Ok(())
     }
 
@@ -318,6 +428,24 @@ impl Shadow {
         }
     }
 
+    /// Where the guest's bytes at `offset..offset + len` (`at` in the view, checked) live: in
+    /// the file when the client maps it itself and the access is inside it, else in the view.
+    /// A file the client maps read-only cannot be written.
+    fn memory_at(&self, offset: u64, len: usize, at: usize, writing: bool) -> Result<*mut u8> {
+        if let Some((&start, placed)) = self.mappings.range(..=offset).next_back() {
+            let inside = offset - start + len as u64 <= placed.source.len() as u64;
+            if placed.by_client && inside {
+                if writing && !placed.writable {
+                    return Err(ShadowError::ReadOnly(start));
+                }
+                // SAFETY: offset - start + len <= the source's length, checked just above.
+                return Ok(unsafe { placed.source.as_ptr().add((offset - start) as usize) });
+            }
+        }
+        // SAFETY: `at + len` is inside the view, checked by the caller.
+        Ok(unsafe { self.view.as_ptr().add(at) })
+    }
+
     /// The offset of a mapping that overlaps `offset..offset + len`.
     fn overlapping(&self, offset: u64, len: u64) -> Option<u64> {
         let end = offset + len;
@@ -340,7 +468,7 @@ impl Shadow {
     }
 
     fn release(&self, offset: u64, placed: &Placed) -> io::Result<()> {
-        if placed.writable {
+        if placed.writable && !placed.by_client {
             self.copy_back(offset, placed);
         }
         sys::punch_hole(self.file.as_fd(), offset, placed.source.len() as u64)

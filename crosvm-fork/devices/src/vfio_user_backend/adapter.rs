@@ -46,6 +46,7 @@ use vfio_user_server::GuestMemory as ClientMemory;
 use vfio_user_server::Interrupts;
 use vfio_user_server::IrqCounts;
 use vfio_user_server::RegionDescription;
+use vfio_user_server::RegionMapQueue;
 use vfio_user_server::ShadowMemory;
 
 use super::build_instance;
@@ -255,6 +256,15 @@ impl Device for PciDeviceAdapter {
         self.description.clone()
     }
 
+    fn region_maps(&mut self, queue: Arc<RegionMapQueue>) {
+        // A client that takes the proposed REGION_MAP extension maps blobs itself: no copies.
+        if let Some(host_visible) = &self.host_visible {
+            host_visible
+                .shadow
+                .set_region_maps(Some(queue), u32::from(host_visible.bar));
+        }
+    }
+
     fn connected(&mut self, memory: ClientMemory, interrupts: Interrupts) {
         self.memory = memory;
         self.interrupts = interrupts;
@@ -335,6 +345,11 @@ impl Device for PciDeviceAdapter {
     fn disconnected(&mut self) {
         self.memory = ClientMemory::default();
         self.interrupts = Interrupts::default();
+        if let Some(host_visible) = &self.host_visible {
+            host_visible
+                .shadow
+                .set_region_maps(None, u32::from(host_visible.bar));
+        }
     }
 }
 

@@ -305,6 +305,7 @@ enum Token {
     Terminate,
     Listener,
     Client,
+    RegionMaps,
 }
 
 #[derive(PartialEq, Eq)]
@@ -336,6 +337,12 @@ fn serve(
     wait_ctx
         .add(&client, Token::Client)
         .context("waiting on the client")?;
+    // The device's requests for the client (blob mappings, with the REGION_MAP extension) are
+    // sent from this thread, the socket's only writer.
+    let region_maps = Descriptor(connection.region_map_fd().as_raw_fd());
+    wait_ctx
+        .add(&region_maps, Token::RegionMaps)
+        .context("waiting on the region map queue")?;
     let served = loop {
         // Messages already read from the socket do not wake the wait.
         if !connection.has_backlog() {
@@ -343,6 +350,12 @@ fn serve(
             if events.iter().any(|e| e.token == Token::Terminate) {
                 info!("terminating: closing the client's connection");
                 break Served::Terminated;
+            }
+            if events.iter().any(|e| e.token == Token::RegionMaps)
+                && connection.handle_region_maps() == Status::Closed
+            {
+                info!("client disconnected");
+                break Served::Disconnected;
             }
             if !events.iter().any(|e| e.token == Token::Client) {
                 continue;
@@ -356,5 +369,8 @@ fn serve(
     wait_ctx
         .delete(&client)
         .context("forgetting the client's socket")?;
+    wait_ctx
+        .delete(&region_maps)
+        .context("forgetting the region map queue")?;
     Ok(served)
 }
