@@ -384,6 +384,41 @@ fn crosvm_net_pings_the_host_tap() -> Result<()> {
     Ok(())
 }
 
+/// virtio-snd on crosvm's null backend: the guest's driver builds a sound card from the device's
+/// answers on the control queue (one playback and one capture stream, as configured).
+#[test]
+fn crosvm_snd_makes_a_sound_card() -> Result<()> {
+    let Some(crosvm) = crosvm("crosvm_snd_makes_a_sound_card") else {
+        return Ok(());
+    };
+    if !serves(&crosvm, "snd")? {
+        println!("SKIPPED crosvm_snd_makes_a_sound_card: this crosvm serves no snd");
+        return Ok(());
+    }
+    let run = boot(
+        "crosvm-snd",
+        format!(
+            "{} device vfio-user-server snd --socket {{socket}} --config backend=null,capture=true",
+            quoted(&crosvm)
+        ),
+        include_str!("../guest/crosvm-snd.sh"),
+        &["virtio_snd"],
+        "",
+    )?;
+    assert_eq!(run.result("pci.device")?, "0x1059");
+    assert_eq!(run.result("pci.driver")?, "virtio-pci");
+    assert_eq!(run.result("virtio.driver")?, "virtio_snd");
+    assert_eq!(run.result("snd.cards")?, "1");
+    assert!(
+        run.result("snd.card0")?.contains("VirtIO"),
+        "card {}",
+        run.result("snd.card0")?
+    );
+    assert_eq!(run.result("snd.playback_streams")?, "1");
+    assert_eq!(run.result("snd.capture_streams")?, "1");
+    Ok(())
+}
+
 /// Cross-domain (multi-VM Wayland): a guest program of ours draws into a host-visible blob it
 /// maps through BAR2, shares it with weston on the host as a wl_shm pool through the
 /// cross-domain context, and shows it fullscreen; the host's screenshot must be the pattern,

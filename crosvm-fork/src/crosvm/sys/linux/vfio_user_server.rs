@@ -20,7 +20,7 @@ use base::Event;
 use base::RawDescriptor;
 #[cfg(feature = "gpu")]
 use base::RecvTube;
-#[cfg(feature = "gpu")]
+#[cfg(any(feature = "gpu", feature = "audio"))]
 use base::Tube;
 #[cfg(feature = "gpu")]
 use devices::parse_wayland_sock;
@@ -31,6 +31,10 @@ use devices::vfio_user_backend::vfio_user_server::ShadowMemory;
 use devices::vfio_user_backend::vfio_user_server::SocketRelay;
 use devices::virtio::base_features;
 use devices::virtio::block::DiskOption;
+#[cfg(feature = "audio")]
+use devices::virtio::snd::common_backend::VirtioSnd;
+#[cfg(feature = "audio")]
+use devices::virtio::snd::parameters::Parameters as SndParameters;
 use devices::virtio::BlockAsync;
 use devices::virtio::Console;
 #[cfg(feature = "gpu")]
@@ -74,6 +78,8 @@ enum DeviceOptions {
     Net(NetOptions),
     #[cfg(feature = "gpu")]
     Gpu(GpuOptions),
+    #[cfg(feature = "audio")]
+    Snd(SndOptions),
 }
 
 #[derive(FromArgs)]
@@ -214,6 +220,35 @@ struct GpuOptions {
     trapped_shared_memory: bool,
 }
 
+#[cfg(feature = "audio")]
+#[derive(FromArgs)]
+#[argh(subcommand, name = "snd")]
+/// virtio-snd, as for the vhost-user `crosvm device snd`: streams played and captured by a host
+/// audio backend
+struct SndOptions {
+    #[argh(option, arg_name = "PATH", hidden_help)]
+    /// same as --socket-path
+    socket: Option<String>,
+    #[argh(option, arg_name = "PATH")]
+    /// path of the unix socket to listen on.
+    /// If this flag is set, --fd cannot be specified.
+    socket_path: Option<String>,
+    #[argh(option, arg_name = "FD")]
+    /// inherited unix socket: a listening one (serves one client after another) or a connected
+    /// one (serves that client). If this flag is set, --socket-path cannot be specified.
+    fd: Option<RawDescriptor>,
+    #[argh(
+        option,
+        arg_name = "CONFIG",
+        from_str_fn(from_key_values),
+        default = "Default::default()"
+    )]
+    /// comma separated key=value pairs, as for `crosvm run --virtio-snd`: backend (null, file,
+    /// or cras where built in), capture, num_output_devices, num_input_devices,
+    /// num_output_streams, num_input_streams, playback_path, playback_size, card_index, ...
+    config: SndParameters,
+}
+
 #[cfg(feature = "gpu")]
 fn gpu_parameters_from_str(input: &str) -> Result<GpuParameters, String> {
     serde_json::from_str(input).map_err(|e| e.to_string())
@@ -300,6 +335,26 @@ pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
             );
             drop(relays);
             result
+        }
+        #[cfg(feature = "audio")]
+        DeviceOptions::Snd(snd) => {
+            let path = socket_path(snd.socket, snd.socket_path)?;
+            let params = snd.config;
+            // The host end of the current device's control tube (snapshots, which nothing
+            // takes here); a new client's device replaces it.
+            let mut control_host: Option<Tube> = None;
+            let factory = vfio_user_backend::virtio_pci_factory(move || {
+                let (control, host) = Tube::pair().context("failed to create snd control tube")?;
+                let snd = VirtioSnd::new(
+                    base_features(ProtectionType::Unprotected),
+                    params.clone(),
+                    control,
+                )
+                .context("failed to create the sound device")?;
+                drop(control_host.replace(host));
+                Ok(Box::new(snd) as Box<dyn VirtioDevice>)
+            });
+            vfio_user_backend::run_server(path.as_deref(), snd.fd, factory)
         }
     }
 }
