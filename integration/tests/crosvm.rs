@@ -10,6 +10,8 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::net::UnixListener;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::Command;
@@ -416,6 +418,84 @@ fn crosvm_snd_makes_a_sound_card() -> Result<()> {
     );
     assert_eq!(run.result("snd.playback_streams")?, "1");
     assert_eq!(run.result("snd.capture_streams")?, "1");
+    Ok(())
+}
+
+/// virtio-input, a keyboard fed from a host socket: the guest's driver makes an input device,
+/// and the key press and release the host sends once the guest is ready arrive as events.
+#[test]
+fn crosvm_input_keyboard_events_reach_the_guest() -> Result<()> {
+    const TEST: &str = "crosvm_input_keyboard_events_reach_the_guest";
+    let Some(crosvm) = crosvm(TEST) else {
+        return Ok(());
+    };
+    if !serves(&crosvm, "input")? {
+        println!("SKIPPED {TEST}: this crosvm serves no input");
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("crosvm-input-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let events_path = dir.join("keyboard.sock");
+    let _ = std::fs::remove_file(&events_path);
+    let listener = UnixListener::bind(&events_path)?;
+    // crosvm connects again for every device it builds (a probe at start, then per client):
+    // the events go to every connection, the dead ones ignore them.
+    let connections: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
+    {
+        let connections = connections.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                connections.lock().unwrap().push(stream);
+            }
+        });
+    }
+    // struct virtio_input_event: le16 type, le16 code, le32 value. KEY_A (30) down and up,
+    // each followed by SYN_REPORT.
+    let mut events = Vec::new();
+    for (kind, code, value) in [(1u16, 30u16, 1u32), (0, 0, 0), (1, 30, 0), (0, 0, 0)] {
+        events.extend_from_slice(&kind.to_le_bytes());
+        events.extend_from_slice(&code.to_le_bytes());
+        events.extend_from_slice(&value.to_le_bytes());
+    }
+    let responder = {
+        let connections = connections.clone();
+        Responder(Arc::new(move |line: &str| {
+            if line.contains("@@INPUT ready") {
+                for stream in connections.lock().unwrap().iter_mut() {
+                    let _ = stream.write_all(&events);
+                }
+            }
+            None
+        }))
+    };
+    let env = GuestEnv::prepare()?;
+    let run = guest::run(
+        &env,
+        &Boot {
+            name: "crosvm-input".to_string(),
+            servers: vec![format!(
+                "{} device vfio-user-server input --socket {{socket}} --input keyboard[path={}]",
+                quoted(&crosvm),
+                events_path.display()
+            )],
+            script: include_str!("../guest/crosvm-input.sh").to_string(),
+            modules: vec!["virtio_input".to_string(), "evdev".to_string()],
+            echo_prefix: Some("[crosvm-input] ".to_string()),
+            timeout: Duration::from_secs(300),
+            responder: Some(responder),
+            ..Boot::default()
+        },
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = run?;
+    run.check()?;
+    assert_eq!(run.result("pci.device")?, "0x1052");
+    assert_eq!(run.result("virtio.driver")?, "virtio_input");
+    assert_eq!(run.result("input.name")?, "Crosvm Virtio Keyboard 0");
+    assert_eq!(run.result("input.event0")?, "1 30 1");
+    assert_eq!(run.result("input.event1")?, "0 0 0");
+    assert_eq!(run.result("input.event2")?, "1 30 0");
+    assert_eq!(run.result("input.event3")?, "0 0 0");
     Ok(())
 }
 
