@@ -502,24 +502,39 @@ fn crosvm_input_keyboard_events_reach_the_guest() -> Result<()> {
 /// Cross-domain (multi-VM Wayland): a guest program of ours draws into a host-visible blob it
 /// maps through BAR2, shares it with weston on the host as a wl_shm pool through the
 /// cross-domain context, and shows it fullscreen; the host's screenshot must be the pattern,
-/// for two frames that differ at every pixel.
+/// for two frames that differ at every pixel. BAR2 is mapped by QEMU: the shadow copy.
 #[test]
 fn crosvm_gpu_cross_domain_frames_reach_weston() -> Result<()> {
-    const TEST: &str = "crosvm_gpu_cross_domain_frames_reach_weston";
-    let Some(crosvm) = crosvm(TEST) else {
+    cross_domain_frames_reach_weston("crosvm_gpu_cross_domain_frames_reach_weston", false)
+}
+
+/// The same with BAR2 offered trapped only: each guest store is a REGION_WRITE into the shadow,
+/// from which the frames reach weston all the same.
+#[test]
+fn crosvm_gpu_cross_domain_frames_reach_weston_trapped() -> Result<()> {
+    cross_domain_frames_reach_weston("crosvm_gpu_cross_domain_frames_reach_weston_trapped", true)
+}
+
+fn cross_domain_frames_reach_weston(test: &str, trapped: bool) -> Result<()> {
+    let name = if trapped {
+        "crosvm-cross-domain-trapped"
+    } else {
+        "crosvm-cross-domain"
+    };
+    let Some(crosvm) = crosvm(test) else {
         return Ok(());
     };
     if !serves(&crosvm, "gpu")? {
-        println!("SKIPPED {TEST}: this crosvm serves no gpu");
+        println!("SKIPPED {test}: this crosvm serves no gpu");
         return Ok(());
     }
     if !is_root() {
-        println!("SKIPPED {TEST}: weston runs under chroot, which needs root");
+        println!("SKIPPED {test}: weston runs under chroot, which needs root");
         return Ok(());
     }
     let env = GuestEnv::prepare()?;
     let (width, height) = (640, 480);
-    let weston = Weston::start(&env, "crosvm-cross-domain", width, height)?;
+    let weston = Weston::start(&env, name, width, height)?;
     let program = programs::build(&env, "wayland-pattern")?;
     let weston = Arc::new(weston);
     let checks: Arc<Mutex<Vec<std::result::Result<u32, String>>>> = Arc::default();
@@ -540,19 +555,20 @@ fn crosvm_gpu_cross_domain_frames_reach_weston() -> Result<()> {
         }))
     };
     let server = format!(
-        "{} device vfio-user-server gpu --socket {{socket}} --wayland-sock {} \
+        "{} device vfio-user-server gpu --socket {{socket}} --wayland-sock {} {} \
          --params '{{\"context-types\":\"cross-domain\",\"displays\":[{{\"mode\":{{\"windowed\":[{width},{height}]}}}}]}}'",
         quoted(&crosvm),
         quoted(&weston.socket()),
+        if trapped { "--trapped-shared-memory" } else { "" },
     );
     let run = guest::run(
         &env,
         &Boot {
-            name: "crosvm-cross-domain".to_string(),
+            name: name.to_string(),
             servers: vec![server],
             script: "/bin/wayland-pattern 2\n".to_string(),
             modules: vec!["virtio_gpu".to_string()],
-            echo_prefix: Some("[crosvm-cross-domain] ".to_string()),
+            echo_prefix: Some(format!("[{name}] ")),
             timeout: Duration::from_secs(300),
             files: vec![("/bin/wayland-pattern".to_string(), program)],
             responder: Some(responder),
