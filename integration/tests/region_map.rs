@@ -326,3 +326,66 @@ fn a_client_that_does_not_opt_in_gets_copies_and_no_message() {
     drop(client);
     server.join().unwrap();
 }
+
+/// A client that refuses REGION_MAP (an error reply) still sees the file: the shadow copies it.
+#[test]
+fn a_refused_region_map_falls_back_to_copying() {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let shadow = ShadowMemory::new();
+    let server = serve(theirs, shadow.clone());
+    let mut client = RawClient::from_stream(ours);
+    version(&mut client, r#"{"capabilities":{"x-region-map":true}}"#);
+    let region = ClientRegion::open(&mut client);
+
+    let file = blob(b"blob contents");
+    let placing = {
+        let (shadow, file) = (shadow.clone(), file.try_clone().unwrap());
+        thread::spawn(move || shadow.map(0x20000, file.as_fd(), 0, PAGE, true))
+    };
+    let request = client.recv().unwrap();
+    assert_eq!(request.header.command, command::REGION_MAP);
+    let refusal = Header {
+        msg_id: request.header.msg_id,
+        command: request.header.command,
+        msg_size: HEADER_SIZE as u32,
+        flags: header_flags::TYPE_REPLY | header_flags::ERROR,
+        error: libc::ENOMEM as u32,
+    };
+    client.send_raw(refusal.as_bytes(), &[]).unwrap();
+    placing.join().unwrap().unwrap();
+    assert_eq!(region.read(0x20000, 13), b"blob contents");
+    region.write(0x20000, b"GUEST");
+    shadow.unmap(0x20000).unwrap();
+    // Not mapped by the client: no REGION_UNMAP, and the guest's bytes were copied back.
+    assert!(!sys::wait_readable(client.stream.as_fd(), 200).unwrap());
+    let mut seen = [0u8; 13];
+    file.read_exact_at(&mut seen, 0).unwrap();
+    assert_eq!(&seen, b"GUESTcontents");
+
+    drop(client);
+    server.join().unwrap();
+}
+
+/// A client that goes away instead of answering: the connection closes, and the placement
+/// still succeeds by copying.
+#[test]
+fn a_client_that_vanishes_mid_request_leaves_a_copied_placement() {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let shadow = ShadowMemory::new();
+    let server = serve(theirs, shadow.clone());
+    let mut client = RawClient::from_stream(ours);
+    version(&mut client, r#"{"capabilities":{"x-region-map":true}}"#);
+    let file = blob(b"blob contents");
+    let placing = {
+        let (shadow, file) = (shadow.clone(), file.try_clone().unwrap());
+        thread::spawn(move || shadow.map(0x20000, file.as_fd(), 0, PAGE, true))
+    };
+    let request = client.recv().unwrap();
+    assert_eq!(request.header.command, command::REGION_MAP);
+    drop(client);
+    placing.join().unwrap().unwrap();
+    server.join().unwrap();
+    let mut seen = [0u8; 13];
+    shadow.read(0x20000, &mut seen).unwrap();
+    assert_eq!(&seen, b"blob contents");
+}
