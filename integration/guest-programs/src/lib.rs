@@ -20,6 +20,19 @@ pub fn pattern(frame: u32, x: u32, y: u32, width: u32, height: u32) -> u32 {
     (red.min(255) << 16) | (green.min(255) << 8) | blue
 }
 
+/// The sample rate and channel count `pcm-play` plays at (S16_LE).
+pub const PCM_RATE: u32 = 48_000;
+pub const PCM_CHANNELS: u32 = 2;
+
+/// The sample `pcm-play` plays for `channel` of frame `frame`: a sawtooth per channel that never
+/// repeats within a second, so a host can find where it starts and check every sample after.
+pub fn pcm_sample(frame: usize, channel: u32) -> i16 {
+    ((frame as u32)
+        .wrapping_mul(3)
+        .wrapping_add(channel * 0x4000)
+        % 0x10000) as u16 as i16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
