@@ -8,6 +8,7 @@
 
 #![cfg(any(target_os = "android", target_os = "linux"))]
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::IoSlice;
 use std::os::fd::AsFd;
@@ -15,15 +16,24 @@ use std::os::fd::BorrowedFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::thread;
 use std::time::Instant;
 
 use base::Protection;
 use devices::vfio_user_backend::vfio_user_server;
 use devices::vfio_user_backend::virtio_module_factory;
+use devices::vfio_user_backend::virtio_pci_factory;
 use devices::vfio_user_backend::HostVisibleBar;
 use devices::vfio_user_backend::PciDeviceAdapter;
 use devices::vfio_user_backend::VmServices;
+use devices::virtio::DeviceType;
+use devices::virtio::Interrupt;
+use devices::virtio::Queue;
+use devices::virtio::SharedMemoryMapper;
+use devices::virtio::SharedMemoryRegion;
+use devices::virtio::VirtioDevice;
 use hypervisor::MemCacheType;
 use resources::Alloc;
 use vfio_user_server::protocol::*;
@@ -33,6 +43,7 @@ use vfio_user_server::ServerCapabilities;
 use vfio_user_server::ShadowMemory;
 use vm_control::VmMemoryDestination;
 use vm_control::VmMemorySource;
+use vm_memory::GuestMemory;
 use zerocopy::IntoBytes;
 
 const MEMORY_BASE: u64 = 0x10_0000;
@@ -535,4 +546,125 @@ fn vfio_user_shared_memory_lands_in_the_bar_shadow() {
         )
         .is_err());
     assert_eq!(shadow.mapping_count(), 0);
+}
+
+/// A virtio device with a shared memory region and nothing else, as virtio-gpu's host-visible
+/// memory looks to the transport; the test drives its mapper as the GPU would.
+struct HostVisibleDevice {
+    mapper: Arc<Mutex<Option<Box<dyn SharedMemoryMapper>>>>,
+}
+
+const HOST_VISIBLE_SIZE: u64 = 0x10000;
+
+impl VirtioDevice for HostVisibleDevice {
+    fn keep_rds(&self) -> Vec<base::RawDescriptor> {
+        Vec::new()
+    }
+
+    fn device_type(&self) -> DeviceType {
+        DeviceType::Gpu
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[16]
+    }
+
+    fn activate(
+        &mut self,
+        _mem: GuestMemory,
+        _interrupt: Interrupt,
+        _queues: BTreeMap<usize, Queue>,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn get_shared_memory_region(&self) -> Option<SharedMemoryRegion> {
+        Some(SharedMemoryRegion {
+            id: 1,
+            length: HOST_VISIBLE_SIZE,
+        })
+    }
+
+    fn set_shared_memory_mapper(&mut self, mapper: Box<dyn SharedMemoryMapper>) {
+        *self.mapper.lock().unwrap() = Some(mapper);
+    }
+}
+
+fn host_visible_adapter(
+    mappable: bool,
+) -> (
+    PciDeviceAdapter,
+    Arc<Mutex<Option<Box<dyn SharedMemoryMapper>>>>,
+) {
+    let mapper: Arc<Mutex<Option<Box<dyn SharedMemoryMapper>>>> = Arc::default();
+    let slot = mapper.clone();
+    let factory = virtio_pci_factory(move || {
+        Ok(Box::new(HostVisibleDevice {
+            mapper: slot.clone(),
+        }) as Box<dyn VirtioDevice>)
+    });
+    let adapter = PciDeviceAdapter::new(factory, ShadowMemory::new(), mappable).unwrap();
+    (adapter, mapper)
+}
+
+fn region_flags(client: &mut Client, index: u32) -> u32 {
+    let request = RegionInfo {
+        argsz: size_of::<RegionInfo>() as u32,
+        index,
+        ..Default::default()
+    };
+    let reply = client.call(command::DEVICE_GET_REGION_INFO, request.as_bytes(), &[]);
+    read_struct::<RegionInfo>(&reply).unwrap().flags
+}
+
+/// The shared memory BAR is offered mappable (or not, when asked), and blobs the device maps
+/// through crosvm's own shared memory mapper are reachable by a client that traps the BAR.
+#[test]
+fn vfio_user_host_visible_bar_serves_mapped_blobs() {
+    let (adapter, mapper) = host_visible_adapter(true);
+    let (mut client, server) = serve(adapter);
+    assert_eq!(client.region_size(2), HOST_VISIBLE_SIZE);
+    assert_ne!(region_flags(&mut client, 2) & REGION_INFO_FLAG_MMAP, 0);
+    assert_eq!(
+        region_flags(&mut client, 0) & REGION_INFO_FLAG_MMAP,
+        0,
+        "BAR0 trapped"
+    );
+    // A BAR access builds the device the client drives, which gets its mapper.
+    client.read_u32(0, DEVICE_STATUS);
+    let blob = base::SharedMemory::new("blob", 0x2000).unwrap();
+    let blob_file = File::from(base::SafeDescriptor::from(blob.try_clone().unwrap()));
+    blob_file.write_all_at(b"blob contents", 0).unwrap();
+    mapper
+        .lock()
+        .unwrap()
+        .as_mut()
+        .expect("the device got a mapper")
+        .add_mapping(
+            VmMemorySource::SharedMemory(blob),
+            0x4000,
+            Protection::read_write(),
+            MemCacheType::CacheCoherent,
+        )
+        .unwrap();
+    assert_eq!(client.read(2, 0x4000, 13), b"blob contents");
+    client.write(2, 0x4000, b"GUEST");
+    assert_eq!(client.read(2, 0x4000, 13), b"GUESTcontents");
+    mapper
+        .lock()
+        .unwrap()
+        .as_mut()
+        .unwrap()
+        .remove_mapping(0x4000)
+        .unwrap();
+    assert_eq!(get(&blob_file, 0, 13), b"GUESTcontents");
+    assert_eq!(client.read(2, 0x4000, 13), vec![0u8; 13]);
+    drop(client);
+    server.join().unwrap();
+
+    let (adapter, _mapper) = host_visible_adapter(false);
+    let (mut client, server) = serve(adapter);
+    assert_eq!(region_flags(&mut client, 2) & REGION_INFO_FLAG_MMAP, 0);
+    drop(client);
+    server.join().unwrap();
 }
