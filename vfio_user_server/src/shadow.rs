@@ -186,7 +186,13 @@ impl ShadowMemory {
         // its size now.
         sys::seal_against_shrinking(fd);
         let file_size = sys::file_size(fd)?;
-        if fd_offset.checked_add(len).is_none_or(|end| end > file_size) {
+        // Guest blobs are whole pages, the files behind them need not be (a compositor's keymap):
+        // the tail of the file's last page reads as zeros and faults nowhere.
+        let mappable_size = file_size.div_ceil(page) * page;
+        if fd_offset
+            .checked_add(len)
+            .is_none_or(|end| end > mappable_size)
+        {
             return Err(ShadowError::SourceTooShort {
                 fd_offset,
                 len,
@@ -644,12 +650,19 @@ mod tests {
         let shadow = ShadowMemory::new();
         let mmap = shadow.region_mmap("test", 0x10000).unwrap();
         let client = client_view(&mmap, 0x10000);
-        let file = blob(b"keymap");
+        let file = sys::memfd(c"keymap", 6).unwrap();
+        file.write_all_at(b"keymap", 0).unwrap();
         let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file));
         let read_only = File::open(path).unwrap();
-        // Asked writable, placed read-only: the fd allows no more.
-        shadow.map(0, read_only.as_fd(), 0, 6, true).unwrap();
+        // Asked writable, placed read-only: the fd allows no more. A whole page of a 6-byte
+        // file, as a guest maps it: the rest of the page is zeros; a second page is refused.
+        assert!(matches!(
+            shadow.map(0, read_only.as_fd(), 0, 8192, true),
+            Err(ShadowError::SourceTooShort { .. })
+        ));
+        shadow.map(0, read_only.as_fd(), 0, 4096, true).unwrap();
         assert_eq!(read(&client, 0, 6), b"keymap");
+        assert_eq!(read(&client, 6, 4090), vec![0u8; 4090]);
         write(&client, 0, b"KEYMAP");
         shadow.note_exported(read_only.as_fd());
         assert_eq!(shadow.copy_out_exported(), 0);
