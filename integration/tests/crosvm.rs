@@ -495,6 +495,121 @@ fn crosvm_snd_playback_reaches_the_host_file() -> Result<()> {
     Ok(())
 }
 
+/// Files from the compositor to the guest (a keymap) through cross-domain: a compositor stand-in
+/// of ours sends a write-sealed memfd whose size is not a page multiple; the guest maps it as a
+/// blob through BAR2 (the shadow places it read-only), reads it and sends the bytes back.
+#[test]
+fn crosvm_gpu_cross_domain_compositor_files_reach_the_guest() -> Result<()> {
+    const TEST: &str = "crosvm_gpu_cross_domain_compositor_files_reach_the_guest";
+    let Some(crosvm) = crosvm(TEST) else {
+        return Ok(());
+    };
+    if !serves(&crosvm, "gpu")? {
+        println!("SKIPPED {TEST}: this crosvm serves no gpu");
+        return Ok(());
+    }
+    const KEYMAP: &[u8] = b"xkb_keymap { fake keymap of 43 bytes ... };";
+    let dir = std::env::temp_dir().join(format!("crosvm-keymap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let compositor_path = dir.join("wayland-fake");
+    let _ = std::fs::remove_file(&compositor_path);
+    let listener = UnixListener::bind(&compositor_path)?;
+    let echoed: Arc<Mutex<Vec<u8>>> = Arc::default();
+    {
+        let echoed = echoed.clone();
+        std::thread::spawn(move || {
+            // crosvm's display also connects here (the unnamed socket is the display's too) and
+            // speaks first; it is turned away and falls back to the stub. A connection that stays
+            // quiet is a cross-domain context's: it gets the keymap, and what comes back is kept.
+            for mut stream in listener.incoming().flatten() {
+                let ready =
+                    vfio_user_server::sys::wait_readable(std::os::fd::AsFd::as_fd(&stream), 300);
+                if !matches!(ready, Ok(false)) {
+                    continue;
+                }
+                let keymap = sealed_memfd(KEYMAP).expect("keymap memfd");
+                let sent = vfio_user_server::sys::send_with_fds(
+                    std::os::fd::AsFd::as_fd(&stream),
+                    &[std::io::IoSlice::new(b"keymap")],
+                    &[std::os::fd::AsFd::as_fd(&keymap)],
+                );
+                if sent.is_err() {
+                    continue;
+                }
+                let echoed = echoed.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = std::io::Read::read(&mut stream, &mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        echoed.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+    }
+    let env = GuestEnv::prepare()?;
+    let program = programs::build(&env, "wayland-pattern")?;
+    let run = guest::run(
+        &env,
+        &Boot {
+            name: "crosvm-keymap".to_string(),
+            servers: vec![format!(
+                "{} device vfio-user-server gpu --socket {{socket}} --wayland-sock {} \
+                 --params '{{\"context-types\":\"cross-domain\"}}'",
+                quoted(&crosvm),
+                quoted(&compositor_path),
+            )],
+            script: "/bin/wayland-pattern --echo-fds\n".to_string(),
+            modules: vec!["virtio_gpu".to_string()],
+            echo_prefix: Some("[crosvm-keymap] ".to_string()),
+            timeout: Duration::from_secs(300),
+            files: vec![("/bin/wayland-pattern".to_string(), program)],
+            ..Boot::default()
+        },
+    );
+    // The relay has forwarded everything by the time the guest powered off; give the reader
+    // thread a moment to see it.
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = run?;
+    run.check()?;
+    assert_eq!(run.result("echo.bytes")?, "keymap");
+    assert_eq!(run.result("echo.file0.size")?, KEYMAP.len().to_string());
+    assert_eq!(
+        run.result("echo.file0.text")?,
+        std::str::from_utf8(KEYMAP).unwrap()
+    );
+    assert_eq!(echoed.lock().unwrap().as_slice(), KEYMAP);
+    Ok(())
+}
+
+/// A memfd holding `bytes`, sealed against writes and resizing as compositors seal keymaps.
+fn sealed_memfd(bytes: &[u8]) -> Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::FileExt;
+    // SAFETY: a NUL-terminated name; the result is checked.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"keymap".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: memfd_create returned a new fd that nothing else owns.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all_at(bytes, 0)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: no pointers; the result is checked.
+    if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(file)
+}
+
 /// virtio-input, a keyboard fed from a host socket: the guest's driver makes an input device,
 /// and the key press and release the host sends once the guest is ready arrive as events.
 #[test]

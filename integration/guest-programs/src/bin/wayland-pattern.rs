@@ -8,6 +8,7 @@
 //!
 //!     wayland-pattern [FRAMES]
 //!     wayland-pattern --bench FRAMES
+//!     wayland-pattern --echo-fds
 //!
 //! The buffer is a HOST3D blob the guest maps through the GPU's host-visible BAR. For each
 //! frame (2 by default) it draws `guest_programs::pattern`, attaches, damages and commits,
@@ -15,7 +16,9 @@
 //! `@@SHOW frame=N width=W height=H` and reads a line from stdin before the next frame, so the
 //! host can capture the screen in between. With `--bench`, it redraws and commits FRAMES frames
 //! as fast as it can (each commit followed by a round trip, so the compositor has handled it)
-//! and reports the rate and where the time went. Reports `@@RESULT key=value` lines; exits
+//! and reports the rate and where the time went. With `--echo-fds` it speaks no Wayland: it
+//! waits for the first message that carries files, maps each as a blob (through BAR2, as a
+//! client maps a compositor's keymap), reports their bytes, and sends them back. Reports `@@RESULT key=value` lines; exits
 //! non-zero on any failure, with the reason on stderr.
 
 use std::fs::File;
@@ -353,6 +356,8 @@ struct Channel<'a> {
     query_ring: Blob,
     channel_ring: Blob,
     incoming: Vec<u8>,
+    /// `(identifier, type, size)` of the files that came with received bytes, oldest first.
+    files: Vec<(u32, u32, u32)>,
 }
 
 impl<'a> Channel<'a> {
@@ -371,6 +376,7 @@ impl<'a> Channel<'a> {
             query_ring,
             channel_ring,
             incoming: Vec::new(),
+            files: Vec::new(),
         };
         channel.arm_poll()?;
         Ok(channel)
@@ -423,12 +429,15 @@ impl<'a> Channel<'a> {
         if head[0] != CMD_RECEIVE {
             return Err(format!("unexpected channel ring command {}", head[0]));
         }
-        let identifiers = u32::from_le_bytes(head[8..12].try_into().unwrap());
+        let identifiers = u32::from_le_bytes(head[8..12].try_into().unwrap()) as usize;
         let len = u32::from_le_bytes(head[12..16].try_into().unwrap()) as usize;
-        if identifiers != 0 {
-            // The compositor sent an fd (a keymap): this client binds no seat, so none is
-            // expected; its bytes are still used.
-            eprintln!("wayland-pattern: ignoring {identifiers} fds from the compositor");
+        let word = |i: usize| u32::from_le_bytes(head[16 + i * 4..20 + i * 4].try_into().unwrap());
+        for i in 0..identifiers.min(MAX_IDENTIFIERS) {
+            self.files.push((
+                word(i),
+                word(MAX_IDENTIFIERS + i),
+                word(2 * MAX_IDENTIFIERS + i),
+            ));
         }
         if len > RING_SIZE - SEND_RECEIVE_HEADER {
             return Err(format!("channel ring holds {len} bytes"));
@@ -591,6 +600,43 @@ impl Client<'_> {
     }
 }
 
+/// `--echo-fds`: the files of the first message that carries any, mapped and sent back.
+fn echo_fds(gpu: &Gpu) -> Result<()> {
+    let mut channel = Channel::open(gpu)?;
+    let deadline = Instant::now() + TIMEOUT;
+    while channel.files.is_empty() {
+        channel.receive(deadline)?;
+    }
+    println!(
+        "@@RESULT echo.bytes={}",
+        String::from_utf8_lossy(&channel.incoming)
+    );
+    let mut echoed = Vec::new();
+    for (i, (id, kind, size)) in std::mem::take(&mut channel.files).into_iter().enumerate() {
+        if kind != ID_TYPE_VIRTGPU_BLOB {
+            return Err(format!("file {i} has identifier type {kind}"));
+        }
+        // As a Wayland proxy maps a keymap: a host blob of whole pages, mapped through BAR2.
+        let pages = u64::from(size).div_ceil(4096) * 4096;
+        let blob = gpu.create_blob(
+            VIRTGPU_BLOB_MEM_HOST3D,
+            VIRTGPU_BLOB_FLAG_USE_MAPPABLE,
+            pages,
+            id.into(),
+        )?;
+        let bytes = blob.read(0, size as usize);
+        println!("@@RESULT echo.file{i}.size={size}");
+        println!(
+            "@@RESULT echo.file{i}.text={}",
+            String::from_utf8_lossy(&bytes).trim_end_matches('\0')
+        );
+        echoed.extend_from_slice(&bytes);
+    }
+    channel.send(&echoed, &[])?;
+    println!("@@RESULT echo.sent={}", echoed.len());
+    Ok(())
+}
+
 fn run(frames: u32, bench: bool) -> Result<()> {
     let gpu = Gpu::open()?;
     for (name, param) in [
@@ -612,6 +658,9 @@ fn run(frames: u32, bench: bool) -> Result<()> {
     let caps = gpu.cross_domain_caps()?;
     println!("@@RESULT cross_domain.channels={:#x}", caps[1]);
     gpu.init_context()?;
+    if std::env::args().nth(1).as_deref() == Some("--echo-fds") {
+        return echo_fds(&gpu);
+    }
     let channel = Channel::open(&gpu)?;
     let mut client = Client {
         channel,
@@ -878,14 +927,14 @@ fn draw(buffer: &Blob, frame: u32, width: u32, height: u32, stride: u32, offset:
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let bench = args.first().is_some_and(|a| a == "--bench");
-    if bench {
+    if bench || args.first().is_some_and(|a| a == "--echo-fds") {
         args.remove(0);
     }
     let frames = match args.first().map(|a| a.parse::<u32>()) {
         None => 2,
         Some(Ok(frames)) => frames,
         Some(Err(_)) => {
-            eprintln!("usage: wayland-pattern [--bench] [FRAMES]");
+            eprintln!("usage: wayland-pattern [--bench] [FRAMES] | --echo-fds");
             std::process::exit(2);
         }
     };
