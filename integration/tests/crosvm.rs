@@ -691,7 +691,9 @@ fn crosvm_input_keyboard_events_reach_the_guest() -> Result<()> {
 /// Cross-domain (multi-VM Wayland): a guest program of ours draws into a host-visible blob it
 /// maps through BAR2, shares it with weston on the host as a wl_shm pool through the
 /// cross-domain context, and shows it fullscreen; the host's screenshot must be the pattern,
-/// for two frames that differ at every pixel. BAR2 is mapped by QEMU: the shadow copy.
+/// for two frames that differ at every pixel. BAR2 is mapped by QEMU: the shadow copy. A second
+/// guest against the same server (the first one's blobs released at its disconnect) does it
+/// again.
 #[test]
 fn crosvm_gpu_cross_domain_frames_reach_weston() -> Result<()> {
     cross_domain_frames_reach_weston("crosvm_gpu_cross_domain_frames_reach_weston", false)
@@ -750,29 +752,44 @@ fn cross_domain_frames_reach_weston(test: &str, trapped: bool) -> Result<()> {
         quoted(&weston.socket()),
         if trapped { "--trapped-shared-memory" } else { "" },
     );
-    let run = guest::run(
-        &env,
-        &Boot {
-            name: name.to_string(),
-            servers: vec![server],
-            script: "/bin/wayland-pattern 2\n".to_string(),
-            modules: vec!["virtio_gpu".to_string()],
-            echo_prefix: Some(format!("[{name}] ")),
-            timeout: Duration::from_secs(300),
-            files: vec![("/bin/wayland-pattern".to_string(), program)],
-            responder: Some(responder),
-            ..Boot::default()
-        },
-    )?;
-    run.check()?;
-    assert_eq!(run.result("virtgpu.host_visible")?, "1");
-    assert_eq!(run.result("wayland.size")?, format!("{width}x{height}"));
-    assert_eq!(run.result("frames.shown")?, "2");
-    let checks = checks.lock().unwrap();
-    assert_eq!(checks.len(), 2, "{checks:?}");
-    for (frame, check) in checks.iter().enumerate() {
-        assert_eq!(check.as_ref(), Ok(&(frame as u32)), "frame {frame}");
+    let boot = Boot {
+        name: name.to_string(),
+        servers: vec![server],
+        script: "/bin/wayland-pattern 2\n".to_string(),
+        modules: vec!["virtio_gpu".to_string()],
+        echo_prefix: Some(format!("[{name}] ")),
+        timeout: Duration::from_secs(300),
+        files: vec![("/bin/wayland-pattern".to_string(), program)],
+        responder: Some(responder),
+        ..Boot::default()
+    };
+    let mut servers = Servers::start(&env, &boot)?;
+    let boots = if trapped { 1 } else { 2 };
+    for i in 0..boots {
+        let run = servers.boot(
+            &env,
+            &Boot {
+                name: format!("{name}-{i}"),
+                echo_prefix: Some(format!("[{name}-{i}] ")),
+                ..boot.clone()
+            },
+        )?;
+        run.check()?;
+        assert_eq!(run.result("virtgpu.host_visible")?, "1");
+        assert_eq!(run.result("wayland.size")?, format!("{width}x{height}"));
+        assert_eq!(run.result("frames.shown")?, "2");
+        let mut checks = checks.lock().unwrap();
+        assert_eq!(checks.len(), 2, "guest {i}: {checks:?}");
+        for (frame, check) in checks.iter().enumerate() {
+            assert_eq!(
+                check.as_ref(),
+                Ok(&(frame as u32)),
+                "guest {i}, frame {frame}"
+            );
+        }
+        checks.clear();
     }
+    assert!(servers.all_running()?, "the server survived both guests");
     Ok(())
 }
 
