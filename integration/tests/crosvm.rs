@@ -610,6 +610,51 @@ fn sealed_memfd(bytes: &[u8]) -> Result<std::fs::File> {
     Ok(file)
 }
 
+/// virtio-fs from a child jailed into the shared directory: the guest mounts it, reads the
+/// host's file and writes one the host then finds; the jailed child sees nothing else.
+#[test]
+fn crosvm_fs_shares_a_directory() -> Result<()> {
+    const TEST: &str = "crosvm_fs_shares_a_directory";
+    let Some(crosvm) = crosvm(TEST) else {
+        return Ok(());
+    };
+    if !serves(&crosvm, "fs")? {
+        println!("SKIPPED {TEST}: this crosvm serves no fs");
+        return Ok(());
+    }
+    if !is_root() {
+        println!("SKIPPED {TEST}: the fs server jails itself (pivot_root), which needs root");
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("crosvm-fs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("from-host.txt"), "written by the host\n")?;
+    let run = boot(
+        "crosvm-fs",
+        format!(
+            "{} device vfio-user-server fs --socket {{socket}} --shared-dir {} --tag shared",
+            quoted(&crosvm),
+            quoted(&dir)
+        ),
+        include_str!("../guest/crosvm-fs.sh"),
+        &["virtiofs"],
+        "",
+    );
+    let from_guest = std::fs::read_to_string(dir.join("from-guest.txt"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = run?;
+    assert_eq!(run.result("pci.device")?, "0x105a");
+    assert_eq!(run.result("virtio.driver")?, "virtiofs");
+    assert_eq!(run.result("fs.mount_status")?, "0");
+    assert_eq!(run.result("fs.entries")?.trim(), "from-host.txt");
+    assert_eq!(run.result("fs.host_file")?, "written by the host");
+    assert_eq!(run.result("fs.write_status")?, "0");
+    assert_eq!(run.result("fs.umount_status")?, "0");
+    assert_eq!(from_guest?, "written by the guest\n");
+    Ok(())
+}
+
 /// virtio-input, a keyboard fed from a host socket: the guest's driver makes an input device,
 /// and the key press and release the host sends once the guest is ready arrive as events.
 #[test]
