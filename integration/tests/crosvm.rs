@@ -655,6 +655,38 @@ fn crosvm_fs_shares_a_directory() -> Result<()> {
     Ok(())
 }
 
+/// virtio-vsock on the host's vhost-vsock: the guest's transport binds. Needs /dev/vhost-vsock
+/// on the host (the machines this was written on have none: skipped there).
+#[test]
+fn crosvm_vsock_binds() -> Result<()> {
+    const TEST: &str = "crosvm_vsock_binds";
+    let Some(crosvm) = crosvm(TEST) else {
+        return Ok(());
+    };
+    if !serves(&crosvm, "vsock")? {
+        println!("SKIPPED {TEST}: this crosvm serves no vsock");
+        return Ok(());
+    }
+    if !Path::new("/dev/vhost-vsock").exists() {
+        println!("SKIPPED {TEST}: this host has no /dev/vhost-vsock (load vhost_vsock)");
+        return Ok(());
+    }
+    let run = boot(
+        "crosvm-vsock",
+        format!(
+            "{} device vfio-user-server vsock --socket {{socket}} --cid 42",
+            quoted(&crosvm)
+        ),
+        include_str!("../guest/crosvm-vsock.sh"),
+        &["vmw_vsock_virtio_transport"],
+        "",
+    )?;
+    assert_eq!(run.result("pci.device")?, "0x1053");
+    assert_eq!(run.result("virtio.driver")?, "vmw_vsock_virtio_transport");
+    assert_eq!(run.result("vsock.dev")?, "present");
+    Ok(())
+}
+
 /// virtio-input, a keyboard fed from a host socket: the guest's driver makes an input device,
 /// and the key press and release the host sends once the guest is ready arrive as events.
 #[test]

@@ -44,6 +44,7 @@ use devices::virtio::fs::Fs;
 use devices::virtio::snd::common_backend::VirtioSnd;
 #[cfg(feature = "audio")]
 use devices::virtio::snd::parameters::Parameters as SndParameters;
+use devices::virtio::vsock::VsockConfig;
 use devices::virtio::BlockAsync;
 use devices::virtio::Console;
 #[cfg(feature = "gpu")]
@@ -77,6 +78,7 @@ use super::device_helpers::create_single_touch_device;
 use super::device_helpers::create_switches_device;
 use super::device_helpers::create_trackpad_device;
 use super::device_helpers::create_vinput_device;
+use super::device_helpers::VirtioDeviceBuilder;
 use crate::crosvm::config::from_key_values;
 use crate::crosvm::config::InputDeviceOption;
 use crate::crosvm::config::DEFAULT_TOUCH_DEVICE_HEIGHT;
@@ -105,6 +107,7 @@ enum DeviceOptions {
     Snd(SndOptions),
     Input(InputOptions),
     Fs(FsOptions),
+    Vsock(VsockOptions),
 }
 
 #[derive(FromArgs)]
@@ -326,6 +329,33 @@ struct FsOptions {
     cfg: Option<FsConfig>,
 }
 
+#[derive(FromArgs)]
+#[argh(subcommand, name = "vsock")]
+/// virtio-vsock on the host kernel's vhost-vsock, as for the vhost-user `crosvm device vsock`
+struct VsockOptions {
+    #[argh(option, arg_name = "PATH", hidden_help)]
+    /// same as --socket-path
+    socket: Option<String>,
+    #[argh(option, arg_name = "PATH")]
+    /// path of the unix socket to listen on.
+    /// If this flag is set, --fd cannot be specified.
+    socket_path: Option<String>,
+    #[argh(option, arg_name = "FD")]
+    /// inherited unix socket: a listening one (serves one client after another) or a connected
+    /// one (serves that client). If this flag is set, --socket-path cannot be specified.
+    fd: Option<RawDescriptor>,
+    #[argh(option, arg_name = "INT")]
+    /// the vsock context id of the guest
+    cid: u64,
+    #[argh(
+        option,
+        arg_name = "PATH",
+        default = "PathBuf::from(\"/dev/vhost-vsock\")"
+    )]
+    /// path to the vhost-vsock device
+    vhost_socket: PathBuf,
+}
+
 #[cfg(feature = "gpu")]
 fn gpu_parameters_from_str(input: &str) -> Result<GpuParameters, String> {
     serde_json::from_str(input).map_err(|e| e.to_string())
@@ -418,6 +448,16 @@ pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
             let option = input.input;
             let factory = vfio_user_backend::virtio_pci_factory(move || input_device(&option));
             vfio_user_backend::run_server(path.as_deref(), input.fd, factory)
+        }
+        DeviceOptions::Vsock(vsock) => {
+            let path = socket_path(vsock.socket, vsock.socket_path)?;
+            let config = VsockConfig::new(vsock.cid, Some(&vsock.vhost_socket));
+            // vhost-vsock is opened again for each client's device (the kernel allows one
+            // owner of a CID at a time; the previous client's device is gone by then).
+            let factory = vfio_user_backend::virtio_pci_factory(move || {
+                (&config).create_virtio_device(ProtectionType::Unprotected)
+            });
+            vfio_user_backend::run_server(path.as_deref(), vsock.fd, factory)
         }
         DeviceOptions::Fs(fs) => {
             let path = socket_path(fs.socket, fs.socket_path)?;
