@@ -5,6 +5,8 @@
 //! Programs the integration tests run inside their guests (built statically, put in the
 //! initramfs), and what the host side of a test shares with them.
 
+pub mod wayland;
+
 /// The XRGB8888 pixel a guest program draws at `(x, y)` of a `width` x `height` frame number
 /// `frame`; the host compares its screenshots with it. Red and green follow x and y, blue is a
 /// 32-pixel checkerboard whose phase flips with every frame, so consecutive frames differ at

@@ -32,8 +32,10 @@ use std::time::Duration;
 use std::time::Instant;
 
 use guest_programs::pattern;
-
-type Result<T> = std::result::Result<T, String>;
+use guest_programs::wayland::Client;
+use guest_programs::wayland::Result;
+use guest_programs::wayland::Transport;
+use guest_programs::wayland::TIMEOUT;
 
 // include/uapi/drm/virtgpu_drm.h
 const DRM_COMMAND_BASE: u32 = 0x40;
@@ -74,8 +76,6 @@ const SEND_RECEIVE_HEADER: usize = 8 + 8 + 3 * 4 * MAX_IDENTIFIERS;
 const RING_SIZE: usize = 4096;
 
 const DRM_FORMAT_XRGB8888: u32 = u32::from_le_bytes(*b"XR24");
-const WL_SHM_FORMAT_XRGB8888: u32 = 1;
-const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn iowr(nr: u32, size: usize) -> libc::c_ulong {
     ((3 << 30) | ((size as u32) << 16) | (0x64 << 8) | (DRM_COMMAND_BASE + nr)) as libc::c_ulong
@@ -423,7 +423,7 @@ impl<'a> Channel<'a> {
     }
 
     /// Waits for bytes from the compositor and appends them to `incoming`.
-    fn receive(&mut self, deadline: Instant) -> Result<()> {
+    fn receive_one(&mut self, deadline: Instant) -> Result<()> {
         self.gpu.wait_event(deadline)?;
         let head = self.channel_ring.read(0, SEND_RECEIVE_HEADER);
         if head[0] != CMD_RECEIVE {
@@ -446,156 +446,19 @@ impl<'a> Channel<'a> {
         self.incoming.extend_from_slice(&data);
         self.arm_poll()
     }
-
-    /// The next complete Wayland event, waiting for it.
-    fn next_event(&mut self, deadline: Instant) -> Result<Event> {
-        loop {
-            if self.incoming.len() >= 8 {
-                let size =
-                    (u32::from_le_bytes(self.incoming[4..8].try_into().unwrap()) >> 16) as usize;
-                if size < 8 {
-                    return Err(format!("bad Wayland message size {size}"));
-                }
-                if self.incoming.len() >= size {
-                    let message: Vec<u8> = self.incoming.drain(..size).collect();
-                    return Ok(Event::parse(&message));
-                }
-            }
-            self.receive(deadline)?;
-        }
-    }
 }
 
-struct Event {
-    object: u32,
-    opcode: u16,
-    args: Vec<u8>,
-}
+impl Transport for Channel<'_> {
+    /// A blob's resource handle.
+    type File = u32;
 
-impl Event {
-    fn parse(message: &[u8]) -> Event {
-        let header = u32::from_le_bytes(message[4..8].try_into().unwrap());
-        Event {
-            object: u32::from_le_bytes(message[0..4].try_into().unwrap()),
-            opcode: (header & 0xffff) as u16,
-            args: message[8..].to_vec(),
-        }
+    fn send(&mut self, data: &[u8], blobs: &[u32]) -> Result<()> {
+        Channel::send(self, data, blobs)
     }
 
-    fn uint(&self, index: usize) -> u32 {
-        self.args
-            .get(index * 4..index * 4 + 4)
-            .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap()))
-    }
-
-    /// A string argument starting at word `index`, and the word after it.
-    fn string(&self, index: usize) -> (String, usize) {
-        let len = self.uint(index) as usize;
-        let start = (index + 1) * 4;
-        let bytes = self.args.get(start..start + len).unwrap_or(&[]);
-        let text = String::from_utf8_lossy(bytes.strip_suffix(&[0]).unwrap_or(bytes)).into_owned();
-        (text, index + 1 + len.div_ceil(4))
-    }
-}
-
-/// A Wayland request.
-struct Request {
-    bytes: Vec<u8>,
-}
-
-impl Request {
-    fn new(object: u32, opcode: u16) -> Request {
-        let mut bytes = object.to_le_bytes().to_vec();
-        bytes.extend_from_slice(&[0; 4]);
-        bytes[4..6].copy_from_slice(&opcode.to_le_bytes());
-        Request { bytes }
-    }
-
-    fn uint(mut self, value: u32) -> Request {
-        self.bytes.extend_from_slice(&value.to_le_bytes());
-        self
-    }
-
-    fn string(mut self, text: &str) -> Request {
-        self.bytes
-            .extend_from_slice(&(text.len() as u32 + 1).to_le_bytes());
-        self.bytes.extend_from_slice(text.as_bytes());
-        self.bytes.push(0);
-        while !self.bytes.len().is_multiple_of(4) {
-            self.bytes.push(0);
-        }
-        self
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        let size = self.bytes.len() as u16;
-        self.bytes[6..8].copy_from_slice(&size.to_le_bytes());
-        self.bytes
-    }
-}
-
-// Object ids, in the order this client creates the objects: libwayland refuses a new id that
-// is not the next one.
-const DISPLAY: u32 = 1;
-const REGISTRY: u32 = 2;
-const GLOBALS_DONE: u32 = 3;
-const COMPOSITOR: u32 = 4;
-const SHM: u32 = 5;
-const WM_BASE: u32 = 6;
-const SURFACE: u32 = 7;
-const XDG_SURFACE: u32 = 8;
-const TOPLEVEL: u32 = 9;
-const POOL: u32 = 10;
-const BUFFER: u32 = 11;
-const FIRST_CALLBACK: u32 = 12;
-
-struct Client<'a> {
-    channel: Channel<'a>,
-    next_callback: u32,
-    configured: Option<u32>,
-    size: (u32, u32),
-}
-
-impl Client<'_> {
-    /// Handles events until the callback `callback` is done.
-    fn roundtrip(&mut self) -> Result<()> {
-        let callback = self.next_callback;
-        self.next_callback += 1;
-        let sync = Request::new(DISPLAY, 0).uint(callback).finish();
-        self.channel.send(&sync, &[])?;
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let event = self.channel.next_event(deadline)?;
-            if event.object == callback {
-                return Ok(());
-            }
-            self.handle(event)?;
-        }
-    }
-
-    fn handle(&mut self, event: Event) -> Result<()> {
-        match (event.object, event.opcode) {
-            (DISPLAY, 0) => {
-                let (message, _) = event.string(2);
-                return Err(format!(
-                    "Wayland error on object {} code {}: {message}",
-                    event.uint(0),
-                    event.uint(1)
-                ));
-            }
-            (WM_BASE, 0) => {
-                let pong = Request::new(WM_BASE, 3).uint(event.uint(0)).finish();
-                self.channel.send(&pong, &[])?;
-            }
-            (XDG_SURFACE, 0) => self.configured = Some(event.uint(0)),
-            (TOPLEVEL, 0) => {
-                let (width, height) = (event.uint(0), event.uint(1));
-                if width > 0 && height > 0 {
-                    self.size = (width, height);
-                }
-            }
-            _ => {}
-        }
+    fn receive(&mut self, into: &mut Vec<u8>, deadline: Instant) -> Result<()> {
+        self.receive_one(deadline)?;
+        into.append(&mut self.incoming);
         Ok(())
     }
 }
@@ -605,7 +468,7 @@ fn echo_fds(gpu: &Gpu) -> Result<()> {
     let mut channel = Channel::open(gpu)?;
     let deadline = Instant::now() + TIMEOUT;
     while channel.files.is_empty() {
-        channel.receive(deadline)?;
+        channel.receive_one(deadline)?;
     }
     println!(
         "@@RESULT echo.bytes={}",
@@ -661,81 +524,14 @@ fn run(frames: u32, bench: bool) -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("--echo-fds") {
         return echo_fds(&gpu);
     }
-    let channel = Channel::open(&gpu)?;
-    let mut client = Client {
-        channel,
-        next_callback: FIRST_CALLBACK,
-        configured: None,
-        size: (640, 480),
-    };
-
-    // Globals.
-    let get_registry = Request::new(DISPLAY, 1).uint(REGISTRY).finish();
-    client.channel.send(&get_registry, &[])?;
-    let sync_id = GLOBALS_DONE;
-    let sync = Request::new(DISPLAY, 0).uint(sync_id).finish();
-    client.channel.send(&sync, &[])?;
-    let mut globals = Vec::new();
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let event = client.channel.next_event(deadline)?;
-        if event.object == sync_id {
-            break;
-        }
-        if (event.object, event.opcode) == (REGISTRY, 0) {
-            let (interface, next) = event.string(1);
-            globals.push((event.uint(0), interface, event.uint(next)));
-        } else {
-            client.handle(event)?;
-        }
-    }
-    println!("@@RESULT wayland.globals={}", globals.len());
-    let mut bind = Vec::new();
-    for (interface, id, version) in [
-        ("wl_compositor", COMPOSITOR, 4),
-        ("wl_shm", SHM, 1),
-        ("xdg_wm_base", WM_BASE, 1),
-    ] {
-        let (name, _, offered) = globals
-            .iter()
-            .find(|(_, i, _)| i == interface)
-            .ok_or(format!("the compositor offers no {interface}"))?;
-        let version = version.min(*offered);
-        bind.extend(
-            Request::new(REGISTRY, 0)
-                .uint(*name)
-                .string(interface)
-                .uint(version)
-                .uint(id)
-                .finish(),
-        );
-    }
-    // A fullscreen toplevel, committed without a buffer to get its first configure.
-    bind.extend(Request::new(COMPOSITOR, 0).uint(SURFACE).finish());
-    bind.extend(
-        Request::new(WM_BASE, 2)
-            .uint(XDG_SURFACE)
-            .uint(SURFACE)
-            .finish(),
-    );
-    bind.extend(Request::new(XDG_SURFACE, 1).uint(TOPLEVEL).finish());
-    bind.extend(Request::new(TOPLEVEL, 2).string("wayland-pattern").finish());
-    bind.extend(Request::new(TOPLEVEL, 11).uint(0).finish());
-    bind.extend(Request::new(SURFACE, 6).finish());
-    client.channel.send(&bind, &[])?;
-    let deadline = Instant::now() + TIMEOUT;
-    while client.configured.is_none() {
-        let event = client.channel.next_event(deadline)?;
-        client.handle(event)?;
-    }
-    let serial = client.configured.take().expect("checked");
-    let ack = Request::new(XDG_SURFACE, 4).uint(serial).finish();
-    client.channel.send(&ack, &[])?;
+    let mut client = Client::new(Channel::open(&gpu)?, (640, 480));
+    let globals = client.fullscreen_surface("wayland-pattern")?;
+    println!("@@RESULT wayland.globals={globals}");
     let (width, height) = client.size;
     println!("@@RESULT wayland.size={width}x{height}");
 
     // The buffer: a host-visible blob, mapped through BAR2.
-    let (stride, offset, size, blob_id) = client.channel.image_requirements(width, height)?;
+    let (stride, offset, size, blob_id) = client.transport.image_requirements(width, height)?;
     println!("@@RESULT blob.stride={stride}");
     println!("@@RESULT blob.size={size}");
     if stride < width * 4 || offset as u64 + stride as u64 * height as u64 > size {
@@ -745,18 +541,7 @@ fn run(frames: u32, bench: bool) -> Result<()> {
     }
     let flags = VIRTGPU_BLOB_FLAG_USE_MAPPABLE | VIRTGPU_BLOB_FLAG_USE_SHAREABLE;
     let buffer = gpu.create_blob(VIRTGPU_BLOB_MEM_HOST3D, flags, size, blob_id)?;
-    let mut pool = Request::new(SHM, 0).uint(POOL).uint(size as u32).finish();
-    pool.extend(
-        Request::new(POOL, 0)
-            .uint(BUFFER)
-            .uint(offset)
-            .uint(width)
-            .uint(height)
-            .uint(stride)
-            .uint(WL_SHM_FORMAT_XRGB8888)
-            .finish(),
-    );
-    client.channel.send(&pool, &[buffer.res_handle])?;
+    client.create_buffer(buffer.res_handle, size as u32, offset, stride)?;
 
     if bench {
         return run_bench(
@@ -769,21 +554,7 @@ fn run(frames: u32, bench: bool) -> Result<()> {
     let stdin = io::stdin();
     for frame in 0..frames {
         draw(&buffer, frame, width, height, stride, offset);
-        let mut commit = Request::new(SURFACE, 1)
-            .uint(BUFFER)
-            .uint(0)
-            .uint(0)
-            .finish();
-        commit.extend(
-            Request::new(SURFACE, 2)
-                .uint(0)
-                .uint(0)
-                .uint(width)
-                .uint(height)
-                .finish(),
-        );
-        commit.extend(Request::new(SURFACE, 6).finish());
-        client.channel.send(&commit, &[])?;
+        client.commit()?;
         client.roundtrip()?;
         println!("@@SHOW frame={frame} width={width} height={height}");
         io::stdout().flush().ok();
@@ -797,26 +568,8 @@ fn run(frames: u32, bench: bool) -> Result<()> {
     Ok(())
 }
 
-fn commit_request(width: u32, height: u32) -> Vec<u8> {
-    let mut commit = Request::new(SURFACE, 1)
-        .uint(BUFFER)
-        .uint(0)
-        .uint(0)
-        .finish();
-    commit.extend(
-        Request::new(SURFACE, 2)
-            .uint(0)
-            .uint(0)
-            .uint(width)
-            .uint(height)
-            .finish(),
-    );
-    commit.extend(Request::new(SURFACE, 6).finish());
-    commit
-}
-
 fn run_bench(
-    client: &mut Client,
+    client: &mut Client<Channel>,
     buffer: &Blob,
     frames: u32,
     (width, height, stride, offset): (u32, u32, u32, u32),
@@ -858,7 +611,7 @@ fn run_bench(
         );
         draw_time += drawn.elapsed();
         let committed = Instant::now();
-        client.channel.send(&commit_request(width, height), &[])?;
+        client.commit()?;
         client.roundtrip()?;
         commit_time += committed.elapsed();
     }
