@@ -20,7 +20,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
-use std::time::Instant;
 
 use anyhow::Context;
 use anyhow::Result;
@@ -870,30 +869,18 @@ fn cross_domain_frames_reach_weston(test: &str, trapped: bool) -> Result<()> {
     Ok(())
 }
 
-/// Waits until weston's output shows frame `frame` of the pattern: the commit was handled, but
-/// the repaint follows it. Returns the frame, or how the last screenshot differed.
+/// Waits until weston's output shows frame `frame` of the pattern. Returns the frame, or how the
+/// last screenshot differed.
 fn frame_on_screen(
     weston: &Weston,
     frame: u32,
     width: u32,
     height: u32,
 ) -> std::result::Result<u32, String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match weston.screenshot() {
-            Ok(shot) if (shot.width, shot.height) != (width, height) => {
-                last = format!("screenshot is {}x{}", shot.width, shot.height);
-            }
-            Ok(shot) => {
-                match shot.differences(|x, y| guest_programs::pattern(frame, x, y, width, height)) {
-                    None => return Ok(frame),
-                    Some(diff) => last = diff,
-                }
-            }
-            Err(e) => last = format!("{e:#}"),
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    Err(format!("frame {frame} never on screen: {last}"))
+    weston
+        .wait_for_frame(width, height, |x, y| {
+            guest_programs::pattern(frame, x, y, width, height)
+        })
+        .map(|()| frame)
+        .map_err(|diff| format!("frame {frame} never on screen: {diff}"))
 }

@@ -166,6 +166,35 @@ impl Weston {
     }
 }
 
+impl Weston {
+    /// Waits until the output shows `expected(x, y)` (XRGB) at every pixel of a `width` x
+    /// `height` output: a commit is handled before the repaint that shows it. Returns how the
+    /// last screenshot differed if it never does.
+    pub fn wait_for_frame(
+        &self,
+        width: u32,
+        height: u32,
+        expected: impl Fn(u32, u32) -> u32,
+    ) -> std::result::Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match self.screenshot() {
+                Ok(shot) if (shot.width, shot.height) != (width, height) => {
+                    last = format!("screenshot is {}x{}", shot.width, shot.height);
+                }
+                Ok(shot) => match shot.differences(&expected) {
+                    None => return Ok(()),
+                    Some(diff) => last = diff,
+                },
+                Err(e) => last = format!("{e:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Err(last)
+    }
+}
+
 fn decode_png(path: &Path) -> Result<Screenshot> {
     let decoder = png::Decoder::new(File::open(path)?);
     let mut reader = decoder.read_info().context("reading the PNG header")?;
