@@ -5,14 +5,8 @@
 #
 # Guest script for a virtio-fs device with tag "shared": the function, its driver, then the
 # shared directory mounted, the host's file read and a file of the guest's written.
+# Runs after report-device.sh, which reports the function and its drivers.
 
-for dev in /sys/bus/pci/devices/*; do
-    [ "$(cat "$dev/vendor")" = 0x1af4 ] || continue
-    echo "@@RESULT pci.device=$(cat "$dev/device")"
-done
-for dev in /sys/bus/virtio/devices/*; do
-    [ -e "$dev/driver" ] && echo "@@RESULT virtio.driver=$(basename "$(readlink "$dev/driver")")"
-done
 mkdir -p /mnt
 mount -t virtiofs shared /mnt
 echo "@@RESULT fs.mount_status=$?"

@@ -7,18 +7,14 @@
 # its BARs, the DRM card the driver makes, and whether the kernel's fbdev emulation (fbcon)
 # took it; then the commands fbcon's drawing sends to the device and the device's answers, as
 # the driver's trace events record them (crosvm logs no GPU commands).
+# Runs after report-device.sh, which reports the function and its drivers.
 
 for dev in /sys/bus/pci/devices/*; do
     [ "$(cat "$dev/vendor")" = 0x1af4 ] || continue
-    echo "@@RESULT pci.device=$(cat "$dev/device")"
-    [ -e "$dev/driver" ] && echo "@@RESULT pci.driver=$(basename "$(readlink "$dev/driver")")"
     # BAR2, the host-visible memory region: its size in bytes and its flags.
     set -- $(sed -n 3p "$dev/resource")
     [ -n "$2" ] && echo "@@RESULT pci.bar2_size=$(($2 - $1 + 1))"
     [ -n "$3" ] && echo "@@RESULT pci.bar2_flags=$3"
-done
-for dev in /sys/bus/virtio/devices/*; do
-    [ -e "$dev/driver" ] && echo "@@RESULT virtio.driver=$(basename "$(readlink "$dev/driver")")"
 done
 if [ -e /dev/dri/card0 ] || [ -e /sys/class/drm/card0 ]; then
     echo "@@RESULT drm.card0=present"

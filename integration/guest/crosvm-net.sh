@@ -5,15 +5,8 @@
 #
 # Guest script for a virtio-net on a host tap that has 10.55.0.1/24: brings the guest's
 # interface up as 10.55.0.2/24 and pings the host's end of the tap.
+# Runs after report-device.sh, which reports the function and its drivers.
 
-for dev in /sys/bus/pci/devices/*; do
-    [ "$(cat "$dev/vendor")" = 0x1af4 ] || continue
-    echo "@@RESULT pci.device=$(cat "$dev/device")"
-    [ -e "$dev/driver" ] && echo "@@RESULT pci.driver=$(basename "$(readlink "$dev/driver")")"
-done
-for dev in /sys/bus/virtio/devices/*; do
-    [ -e "$dev/driver" ] && echo "@@RESULT virtio.driver=$(basename "$(readlink "$dev/driver")")"
-done
 # The first interface that is not the loopback (eth0, unless the kernel names it otherwise).
 iface=
 for dev in /sys/class/net/*; do

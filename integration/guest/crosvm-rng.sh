@@ -5,14 +5,7 @@
 #
 # Guest script for a virtio-rng whose bytes are random (crosvm's): the function, its drivers,
 # and how many bytes one read of /dev/hwrng returns.
+# Runs after report-device.sh, which reports the function and its drivers.
 
-for dev in /sys/bus/pci/devices/*; do
-    [ "$(cat "$dev/vendor")" = 0x1af4 ] || continue
-    echo "@@RESULT pci.device=$(cat "$dev/device")"
-    [ -e "$dev/driver" ] && echo "@@RESULT pci.driver=$(basename "$(readlink "$dev/driver")")"
-done
-for dev in /sys/bus/virtio/devices/*; do
-    [ -e "$dev/driver" ] && echo "@@RESULT virtio.driver=$(basename "$(readlink "$dev/driver")")"
-done
 echo "@@RESULT rng.current=$(cat /sys/class/misc/hw_random/rng_current)"
 echo "@@RESULT rng.bytes=$(dd if=/dev/hwrng bs=32 count=1 2>/dev/null | wc -c)"

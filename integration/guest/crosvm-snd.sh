@@ -5,15 +5,8 @@
 #
 # Guest script for a virtio-snd: the function, its drivers, and the sound card the driver makes
 # from what the device answers on its control queue (jacks, PCM streams, channel maps).
+# Runs after report-device.sh, which reports the function and its drivers.
 
-for dev in /sys/bus/pci/devices/*; do
-    [ "$(cat "$dev/vendor")" = 0x1af4 ] || continue
-    echo "@@RESULT pci.device=$(cat "$dev/device")"
-    [ -e "$dev/driver" ] && echo "@@RESULT pci.driver=$(basename "$(readlink "$dev/driver")")"
-done
-for dev in /sys/bus/virtio/devices/*; do
-    [ -e "$dev/driver" ] && echo "@@RESULT virtio.driver=$(basename "$(readlink "$dev/driver")")"
-done
 echo "@@RESULT snd.cards=$(grep -c '^ *[0-9]* \[' /proc/asound/cards 2>/dev/null)"
 echo "@@RESULT snd.card0=$(sed -n 's/^ *0 \[[^]]*\]: *//p' /proc/asound/cards 2>/dev/null)"
 echo "@@RESULT snd.playback_streams=$(grep -c 'playback' /proc/asound/pcm 2>/dev/null)"

@@ -55,6 +55,11 @@ fn serves(crosvm: &Path, device: &str) -> Result<bool> {
         .any(|line| line.trim_start().starts_with(device)))
 }
 
+/// `script` after guest/report-device.sh, which reports the virtio function and its drivers.
+fn with_device_report(script: &str) -> String {
+    format!("{}\n{script}", include_str!("../guest/report-device.sh"))
+}
+
 fn quoted(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
@@ -95,7 +100,7 @@ fn crosvm_rng_reaches_the_guest() -> Result<()> {
             "{} device vfio-user-server rng --socket {{socket}}",
             quoted(&crosvm)
         ),
-        include_str!("../guest/crosvm-rng.sh"),
+        &with_device_report(include_str!("../guest/crosvm-rng.sh")),
         &["virtio_rng"],
         "",
     )?;
@@ -198,7 +203,7 @@ fn crosvm_console_passes_text_both_ways() -> Result<()> {
             quoted(&input),
             quoted(&output)
         ),
-        include_str!("../guest/crosvm-console.sh"),
+        &with_device_report(include_str!("../guest/crosvm-console.sh")),
         &[],
         "",
     );
@@ -237,7 +242,7 @@ fn crosvm_gpu_binds_and_scans_out() -> Result<()> {
             "{} device vfio-user-server gpu --socket {{socket}}",
             quoted(&crosvm)
         ),
-        include_str!("../guest/crosvm-gpu.sh"),
+        &with_device_report(include_str!("../guest/crosvm-gpu.sh")),
         &["virtio_gpu"],
         "",
     )?;
@@ -355,7 +360,7 @@ fn crosvm_net_pings_the_host_tap() -> Result<()> {
             namespace.name,
             quoted(&crosvm)
         )],
-        script: include_str!("../guest/crosvm-net.sh").to_string(),
+        script: with_device_report(include_str!("../guest/crosvm-net.sh")),
         modules: vec!["virtio_net".to_string()],
         echo_prefix: Some("[crosvm-net] ".to_string()),
         timeout: Duration::from_secs(300),
@@ -403,7 +408,7 @@ fn crosvm_snd_makes_a_sound_card() -> Result<()> {
             "{} device vfio-user-server snd --socket {{socket}} --config backend=null,capture=true",
             quoted(&crosvm)
         ),
-        include_str!("../guest/crosvm-snd.sh"),
+        &with_device_report(include_str!("../guest/crosvm-snd.sh")),
         &["virtio_snd"],
         "",
     )?;
@@ -443,7 +448,7 @@ fn crosvm_snd_playback_reaches_the_host_file() -> Result<()> {
     let capacity = 4 * frames * frame_bytes;
     let script = format!(
         "{}\n/bin/pcm-play /dev/snd/pcmC0D0p {frames}\n",
-        include_str!("../guest/crosvm-snd.sh")
+        with_device_report(include_str!("../guest/crosvm-snd.sh"))
     );
     let run = guest::run(
         &env,
@@ -636,7 +641,7 @@ fn crosvm_fs_shares_a_directory() -> Result<()> {
             quoted(&crosvm),
             quoted(&dir)
         ),
-        include_str!("../guest/crosvm-fs.sh"),
+        &with_device_report(include_str!("../guest/crosvm-fs.sh")),
         &["virtiofs"],
         "",
     );
@@ -676,7 +681,7 @@ fn crosvm_vsock_binds() -> Result<()> {
             "{} device vfio-user-server vsock --socket {{socket}} --cid 42",
             quoted(&crosvm)
         ),
-        include_str!("../guest/crosvm-vsock.sh"),
+        &with_device_report(include_str!("../guest/crosvm-vsock.sh")),
         &["vmw_vsock_virtio_transport"],
         "",
     )?;
@@ -743,7 +748,7 @@ fn crosvm_input_keyboard_events_reach_the_guest() -> Result<()> {
                 quoted(&crosvm),
                 events_path.display()
             )],
-            script: include_str!("../guest/crosvm-input.sh").to_string(),
+            script: with_device_report(include_str!("../guest/crosvm-input.sh")),
             modules: vec!["virtio_input".to_string(), "evdev".to_string()],
             echo_prefix: Some("[crosvm-input] ".to_string()),
             timeout: Duration::from_secs(300),

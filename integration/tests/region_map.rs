@@ -212,6 +212,29 @@ fn version(client: &mut RawClient, capabilities: &str) -> String {
         .to_string()
 }
 
+/// A client connected to a served HostVisibleDevice, after VERSION with `capabilities`; returns
+/// the client, VERSION's reply JSON, the device's shadow and the serving thread.
+fn connect(capabilities: &str) -> (RawClient, String, Arc<ShadowMemory>, thread::JoinHandle<()>) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let shadow = ShadowMemory::new();
+    let server = serve(theirs, shadow.clone());
+    let mut client = RawClient::from_stream(ours);
+    let reply = version(&mut client, capabilities);
+    (client, reply, shadow, server)
+}
+
+/// Places `file` at `offset` from a thread of its own, as a device worker does; the call
+/// returns once the client answered any REGION_MAP it causes.
+fn place_in_background(
+    shadow: &Arc<ShadowMemory>,
+    file: &File,
+    offset: u64,
+    len: u64,
+) -> thread::JoinHandle<Result<(), vfio_user_server::shadow::ShadowError>> {
+    let (shadow, file) = (shadow.clone(), file.try_clone().unwrap());
+    thread::spawn(move || shadow.map(offset, file.as_fd(), 0, len, true))
+}
+
 fn blob(bytes: &[u8]) -> File {
     let file = sys::memfd(c"blob", 2 * PAGE).unwrap();
     file.write_all_at(bytes, 0).unwrap();
@@ -220,20 +243,13 @@ fn blob(bytes: &[u8]) -> File {
 
 #[test]
 fn a_client_that_opts_in_maps_placed_files_itself() {
-    let (ours, theirs) = UnixStream::pair().unwrap();
-    let shadow = ShadowMemory::new();
-    let server = serve(theirs, shadow.clone());
-    let mut client = RawClient::from_stream(ours);
-    let reply = version(&mut client, r#"{"capabilities":{"x-region-map":true}}"#);
+    let (mut client, reply, shadow, server) = connect(r#"{"capabilities":{"x-region-map":true}}"#);
     assert_eq!(reply, r#"{"capabilities":{"x-region-map":true}}"#);
     let region = ClientRegion::open(&mut client);
 
     // The device places a file from its own thread; the call returns once the client mapped it.
     let file = blob(b"blob contents");
-    let placing = {
-        let (shadow, file) = (shadow.clone(), file.try_clone().unwrap());
-        thread::spawn(move || shadow.map(0x10000, file.as_fd(), 0, 2 * PAGE, true))
-    };
+    let placing = place_in_background(&shadow, &file, 0x10000, 2 * PAGE);
     let mut request = client.recv().unwrap();
     assert_eq!(request.header.command, command::REGION_MAP);
     let (map, _) = vfio_user_server::protocol::RegionMap::read_from_prefix(&request.body).unwrap();
@@ -294,11 +310,7 @@ fn reply_to(client: &mut RawClient, request: &Header) {
 
 #[test]
 fn a_client_that_does_not_opt_in_gets_copies_and_no_message() {
-    let (ours, theirs) = UnixStream::pair().unwrap();
-    let shadow = ShadowMemory::new();
-    let server = serve(theirs, shadow.clone());
-    let mut client = RawClient::from_stream(ours);
-    let reply = version(&mut client, r#"{"capabilities":{"max_msg_fds":8}}"#);
+    let (mut client, reply, shadow, server) = connect(r#"{"capabilities":{"max_msg_fds":8}}"#);
     assert!(!reply.contains("x-region-map"));
     let region = ClientRegion::open(&mut client);
 
@@ -330,18 +342,11 @@ fn a_client_that_does_not_opt_in_gets_copies_and_no_message() {
 /// A client that refuses REGION_MAP (an error reply) still sees the file: the shadow copies it.
 #[test]
 fn a_refused_region_map_falls_back_to_copying() {
-    let (ours, theirs) = UnixStream::pair().unwrap();
-    let shadow = ShadowMemory::new();
-    let server = serve(theirs, shadow.clone());
-    let mut client = RawClient::from_stream(ours);
-    version(&mut client, r#"{"capabilities":{"x-region-map":true}}"#);
+    let (mut client, _, shadow, server) = connect(r#"{"capabilities":{"x-region-map":true}}"#);
     let region = ClientRegion::open(&mut client);
 
     let file = blob(b"blob contents");
-    let placing = {
-        let (shadow, file) = (shadow.clone(), file.try_clone().unwrap());
-        thread::spawn(move || shadow.map(0x20000, file.as_fd(), 0, PAGE, true))
-    };
+    let placing = place_in_background(&shadow, &file, 0x20000, PAGE);
     let request = client.recv().unwrap();
     assert_eq!(request.header.command, command::REGION_MAP);
     let refusal = Header {
@@ -370,16 +375,9 @@ fn a_refused_region_map_falls_back_to_copying() {
 /// still succeeds by copying.
 #[test]
 fn a_client_that_vanishes_mid_request_leaves_a_copied_placement() {
-    let (ours, theirs) = UnixStream::pair().unwrap();
-    let shadow = ShadowMemory::new();
-    let server = serve(theirs, shadow.clone());
-    let mut client = RawClient::from_stream(ours);
-    version(&mut client, r#"{"capabilities":{"x-region-map":true}}"#);
+    let (mut client, _, shadow, server) = connect(r#"{"capabilities":{"x-region-map":true}}"#);
     let file = blob(b"blob contents");
-    let placing = {
-        let (shadow, file) = (shadow.clone(), file.try_clone().unwrap());
-        thread::spawn(move || shadow.map(0x20000, file.as_fd(), 0, PAGE, true))
-    };
+    let placing = place_in_background(&shadow, &file, 0x20000, PAGE);
     let request = client.recv().unwrap();
     assert_eq!(request.header.command, command::REGION_MAP);
     drop(client);

@@ -22,13 +22,14 @@ use guest_programs::wayland::Transport;
 use integration::guest::compositor::is_root;
 use integration::guest::compositor::Weston;
 use integration::guest::GuestEnv;
+use integration::raw_client::RawClient;
 use vfio_user_server::sys;
 use vfio_user_server::sys::MappedFile;
 use vfio_user_server::ShadowMemory;
 use vfio_user_server::SocketRelay;
 
 /// A Wayland connection over a unix socket; files are fds.
-struct Socket(UnixStream);
+struct Socket(RawClient);
 
 impl Transport for Socket {
     type File = RawFd;
@@ -39,25 +40,19 @@ impl Transport for Socket {
             .iter()
             .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
             .collect();
-        let mut sent = sys::send_with_fds(self.0.as_fd(), &[std::io::IoSlice::new(data)], &fds)
-            .map_err(|e| e.to_string())?;
-        while sent < data.len() {
-            sent +=
-                sys::send_with_fds(self.0.as_fd(), &[std::io::IoSlice::new(&data[sent..])], &[])
-                    .map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        self.0.send_raw(data, &fds).map_err(|e| e.to_string())
     }
 
     fn receive(&mut self, into: &mut Vec<u8>, deadline: Instant) -> Result<(), String> {
         let left = deadline.saturating_duration_since(Instant::now());
-        if !sys::wait_readable(self.0.as_fd(), left.as_millis() as i32)
+        if !sys::wait_readable(self.0.stream.as_fd(), left.as_millis() as i32)
             .map_err(|e| e.to_string())?
         {
             return Err("timed out waiting for the compositor".into());
         }
         let mut buf = vec![0u8; 4096];
-        let received = sys::recv_with_fds(self.0.as_fd(), &mut buf).map_err(|e| e.to_string())?;
+        let received =
+            sys::recv_with_fds(self.0.stream.as_fd(), &mut buf).map_err(|e| e.to_string())?;
         if received.len == 0 {
             return Err("the compositor closed the connection".into());
         }
@@ -96,7 +91,7 @@ fn shadowed_frames_reach_weston_through_the_relay() -> Result<()> {
     let _ = std::fs::remove_file(&relay_path);
     let relay = SocketRelay::start(&relay_path, &weston.socket(), shadow.clone())?;
     let result = (|| -> Result<()> {
-        let socket = Socket(UnixStream::connect(relay.path())?);
+        let socket = Socket(RawClient::from_stream(UnixStream::connect(relay.path())?));
         let mut client = Client::new(socket, (width, height));
         client
             .fullscreen_surface("relay-weston")
