@@ -420,15 +420,13 @@ pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
             // socket) talks to its compositor directly: it sends no blobs.
             let shadow = ShadowMemory::new();
             let relays = WaylandRelays::start(&sockets, &shadow)?;
-            let mut channels = relays.channels();
-            if let Some(display) = sockets.get("") {
-                channels.insert(DISPLAY_SOCKET.to_string(), display.clone());
-            }
+            let channels = relays.channels();
+            let display = sockets.get("").cloned();
             // The host ends of the current device's tubes: its worker stops when the control
             // tube's other end goes. A new client's device replaces them.
             let mut host_tubes: Option<(RecvTube, Tube)> = None;
             let factory = vfio_user_backend::virtio_pci_factory(move || {
-                let (device, tubes) = gpu_device(&params, &channels)?;
+                let (device, tubes) = gpu_device(&params, display.as_ref(), &channels)?;
                 // The previous device, if any, is gone or going: its worker may stop.
                 drop(host_tubes.replace(tubes));
                 Ok(device)
@@ -493,11 +491,13 @@ pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
 }
 
 /// crosvm's virtio-gpu as `crosvm device gpu` (vhost-user) builds it, with the host ends of its
-/// exit and control tubes, which nothing reads. Its display is a window of the unnamed Wayland
-/// socket's compositor when there is one, else a stub (no X11: a server has no X display).
+/// exit and control tubes, which nothing reads. Its display is a window of the `display`
+/// compositor when there is one, else a stub (no X11: a server has no X display); `channels` are
+/// the cross-domain context's sockets.
 #[cfg(feature = "gpu")]
 fn gpu_device(
     params: &GpuParameters,
+    display: Option<&PathBuf>,
     channels: &BTreeMap<String, PathBuf>,
 ) -> anyhow::Result<(Box<dyn VirtioDevice>, (RecvTube, Tube))> {
     let (exit_evt_wrtube, exit_evt_rdtube) =
@@ -505,14 +505,9 @@ fn gpu_device(
     let (gpu_control_tube, gpu_control_host) =
         Tube::pair().context("failed to create gpu control tube")?;
     let mut display_backends = vec![DisplayBackend::Stub];
-    if let Some(path) = channels.get(DISPLAY_SOCKET) {
+    if let Some(path) = display {
         display_backends.insert(0, DisplayBackend::Wayland(Some(path.clone())));
     }
-    let channels: BTreeMap<String, PathBuf> = channels
-        .iter()
-        .filter(|(name, _)| name.as_str() != DISPLAY_SOCKET)
-        .map(|(name, path)| (name.clone(), path.clone()))
-        .collect();
     let gpu = Gpu::new(
         exit_evt_wrtube,
         gpu_control_tube,
@@ -522,16 +517,11 @@ fn gpu_device(
         None,
         Vec::new(),
         base_features(ProtectionType::Unprotected),
-        &channels,
+        channels,
         None,
     );
     Ok((Box::new(gpu), (exit_evt_rdtube, gpu_control_host)))
 }
-
-/// The key of the display's compositor socket in the channels `gpu_device` gets, which no
-/// `--wayland-sock` name can take (names cannot hold a `,`).
-#[cfg(feature = "gpu")]
-const DISPLAY_SOCKET: &str = ",display";
 
 /// One relay per `--wayland-sock` socket, listening in a private directory removed on drop.
 #[cfg(feature = "gpu")]
