@@ -6,6 +6,7 @@
 
 pub mod config_space;
 pub mod guest;
+pub mod inherited;
 pub mod raw_client;
 pub mod reference;
 pub mod virtio;

@@ -364,11 +364,18 @@ fn serves_an_inherited_listening_socket() {
     let listener_fd = listener.as_raw_fd();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_reference-server"));
     command.args(["--fd", "3"]);
-    // SAFETY: dup2 is async-signal-safe; it runs in the child between fork and exec, where it
-    // places the listening socket at fd 3 (without close-on-exec) as a service manager would.
+    // SAFETY: dup2 and fcntl are async-signal-safe; they run in the child between fork and exec,
+    // where they place the listening socket at fd 3 without close-on-exec, as a service manager
+    // would. The listener may already be fd 3 (tests run in parallel, so numbers vary): dup2 of
+    // an fd onto itself leaves close-on-exec set, so that case clears the flag instead.
     unsafe {
         command.pre_exec(move || {
-            if libc::dup2(listener_fd, 3) < 0 {
+            let rc = if listener_fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(listener_fd, 3)
+            };
+            if rc < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -381,4 +388,18 @@ fn serves_an_inherited_listening_socket() {
     child.kill().unwrap();
     child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--fd N` for a descriptor the server was not given is refused at start, with the reason.
+#[test]
+fn refuses_an_fd_it_was_not_given() {
+    // The child inherits none of this process's descriptors (std opens them close-on-exec).
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_reference-server"))
+        .args(["--fd", "40"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--fd 40 is not open"), "{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
 }

@@ -7,11 +7,8 @@
 //!     reference-server --socket PATH     bind PATH
 //!     reference-server --fd N            use the listening socket inherited as fd N
 
-use std::os::fd::FromRawFd;
-use std::os::fd::OwnedFd;
-
-use anyhow::bail;
 use anyhow::Context;
+use integration::inherited::inherited_listener;
 use integration::reference::ReferenceDevice;
 use vfio_user_server::Listener;
 use vfio_user_server::Server;
@@ -29,15 +26,7 @@ fn main() -> anyhow::Result<()> {
         [flag, path] if flag == "--socket" || flag == "--socket-path" => {
             Listener::bind(path).with_context(|| format!("binding {path}"))?
         }
-        [flag, fd] if flag == "--fd" => {
-            let fd: i32 = fd.parse().context("--fd takes a number")?;
-            if fd < 3 {
-                bail!("--fd {fd} is a standard stream");
-            }
-            // SAFETY: the caller hands this process the listening socket as fd N and nothing
-            // else in it owns that fd.
-            Listener::from_fd(unsafe { OwnedFd::from_raw_fd(fd) })
-        }
+        [flag, fd] if flag == "--fd" => inherited_listener(fd)?,
         _ => usage(),
     };
     let device = ReferenceDevice::new().context("creating the reference device")?;

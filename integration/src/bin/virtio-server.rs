@@ -9,11 +9,9 @@
 //!
 //! `--fd N` replaces `--socket PATH` for an inherited listening socket.
 
-use std::os::fd::FromRawFd;
-use std::os::fd::OwnedFd;
-
 use anyhow::bail;
 use anyhow::Context;
+use integration::inherited::inherited_listener;
 use integration::virtio::blk::Block;
 use integration::virtio::pci::VirtioPci;
 use integration::virtio::rng::Rng;
@@ -44,15 +42,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
                 options.listener =
                     Some(Listener::bind(value).with_context(|| format!("binding {value}"))?)
             }
-            "--fd" => {
-                let fd: i32 = value.parse().context("--fd takes a number")?;
-                if fd < 3 {
-                    bail!("--fd {fd} is a standard stream");
-                }
-                // SAFETY: the caller hands this process the listening socket as fd N and
-                // nothing else in it owns that fd.
-                options.listener = Some(Listener::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }));
-            }
+            "--fd" => options.listener = Some(inherited_listener(value)?),
             "--file" => options.file = Some(value.clone()),
             other => bail!("unknown option {other}"),
         }
