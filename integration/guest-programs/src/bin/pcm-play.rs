@@ -23,6 +23,8 @@ const FORMAT_S16_LE: u32 = 2;
 const SUBFORMAT_STD: u32 = 0;
 const PARAM_CHANNELS: usize = 10;
 const PARAM_RATE: usize = 11;
+const PARAM_PERIOD_SIZE: usize = 13;
+const PARAM_BUFFER_SIZE: usize = 17;
 const FIRST_INTERVAL: usize = 8;
 
 #[repr(C)]
@@ -59,7 +61,26 @@ struct XferI {
     frames: u64,
 }
 
+/// `struct snd_pcm_sw_params`.
+#[repr(C)]
+struct SwParams {
+    tstamp_mode: i32,
+    period_step: u32,
+    sleep_min: u32,
+    avail_min: u64,
+    xfer_align: u64,
+    start_threshold: u64,
+    stop_threshold: u64,
+    silence_threshold: u64,
+    silence_size: u64,
+    boundary: u64,
+    proto: u32,
+    tstamp_type: u32,
+    reserved: [u8; 56],
+}
+
 const _: () = assert!(std::mem::size_of::<HwParams>() == 608);
+const _: () = assert!(std::mem::size_of::<SwParams>() == 136);
 const _: () = assert!(std::mem::size_of::<XferI>() == 24);
 
 fn io(dir: u64, nr: u64, size: usize) -> libc::c_ulong {
@@ -75,6 +96,9 @@ fn ioctl<T>(fd: i32, request: libc::c_ulong, arg: *mut T, what: &str) -> Result<
     }
     Ok(())
 }
+
+/// 100 ms periods: few enough messages through the device that an emulated guest keeps up.
+const PERIOD_FRAMES: u32 = PCM_RATE / 10;
 
 fn interval(value: u32) -> Interval {
     Interval {
@@ -122,8 +146,38 @@ fn run(device: &str, frames: usize) -> Result<(), String> {
     }
     params.intervals[PARAM_CHANNELS - FIRST_INTERVAL] = interval(PCM_CHANNELS);
     params.intervals[PARAM_RATE - FIRST_INTERVAL] = interval(PCM_RATE);
+    params.intervals[PARAM_PERIOD_SIZE - FIRST_INTERVAL] = interval(PERIOD_FRAMES);
+    params.intervals[PARAM_BUFFER_SIZE - FIRST_INTERVAL] = Interval {
+        min: 4 * PERIOD_FRAMES,
+        max: PCM_RATE,
+        flags: 0,
+    };
     let hw_params = io(3, 0x11, std::mem::size_of::<HwParams>());
     ioctl(fd, hw_params, &mut params, "HW_PARAMS")?;
+    // The kernel answers with the values it chose.
+    let period = params.intervals[PARAM_PERIOD_SIZE - FIRST_INTERVAL].min;
+    let buffer = params.intervals[PARAM_BUFFER_SIZE - FIRST_INTERVAL].min;
+    println!("@@RESULT pcm.period_frames={period}");
+    println!("@@RESULT pcm.buffer_frames={buffer}");
+    // Start only once the whole buffer is queued: the device then consumes in real time, and
+    // the buffer is the guest's margin for refilling it (under emulation the guest is slow).
+    let mut software = SwParams {
+        tstamp_mode: 0,
+        period_step: 1,
+        sleep_min: 0,
+        avail_min: u64::from(period),
+        xfer_align: 1,
+        start_threshold: u64::from(buffer),
+        stop_threshold: u64::from(buffer),
+        silence_threshold: 0,
+        silence_size: 0,
+        boundary: 0,
+        proto: 0,
+        tstamp_type: 0,
+        reserved: [0; 56],
+    };
+    let sw_params = io(3, 0x13, std::mem::size_of::<SwParams>());
+    ioctl(fd, sw_params, &mut software, "SW_PARAMS")?;
     ioctl(fd, io(0, 0x40, 0), std::ptr::null_mut::<u8>(), "PREPARE")?;
 
     let samples: Vec<i16> = (0..frames)
@@ -133,7 +187,7 @@ fn run(device: &str, frames: usize) -> Result<(), String> {
     let mut done = 0usize;
     let writei = io(1, 0x50, std::mem::size_of::<XferI>());
     while done < frames {
-        let chunk = (frames - done).min(4800);
+        let chunk = (frames - done).min(PERIOD_FRAMES as usize);
         let mut xfer = XferI {
             result: 0,
             // SAFETY: in bounds of `samples`: done + chunk <= frames.
