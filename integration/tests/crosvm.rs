@@ -44,6 +44,19 @@ fn crosvm(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// The crosvm binary to test if it serves `device` over vfio-user, or None (the test is then
+/// skipped, with the reason printed).
+fn crosvm_serving(test: &str, device: &str) -> Result<Option<PathBuf>> {
+    let Some(crosvm) = crosvm(test) else {
+        return Ok(None);
+    };
+    if !serves(&crosvm, device)? {
+        println!("SKIPPED {test}: this crosvm serves no {device}");
+        return Ok(None);
+    }
+    Ok(Some(crosvm))
+}
+
 /// Whether this crosvm serves `device` over vfio-user.
 fn serves(crosvm: &Path, device: &str) -> Result<bool> {
     let help = Command::new(crosvm)
@@ -114,13 +127,9 @@ fn crosvm_rng_reaches_the_guest() -> Result<()> {
 
 #[test]
 fn crosvm_block_keeps_what_the_guest_writes() -> Result<()> {
-    let Some(crosvm) = crosvm("crosvm_block_keeps_what_the_guest_writes") else {
+    let Some(crosvm) = crosvm_serving("crosvm_block_keeps_what_the_guest_writes", "block")? else {
         return Ok(());
     };
-    if !serves(&crosvm, "block")? {
-        println!("SKIPPED crosvm_block_keeps_what_the_guest_writes: this crosvm serves no block");
-        return Ok(());
-    }
     let dir = std::env::temp_dir().join(format!("vfio-user-crosvm-blk-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let disk = dir.join("disk.img");
@@ -161,13 +170,9 @@ fn crosvm_block_keeps_what_the_guest_writes() -> Result<()> {
 
 #[test]
 fn crosvm_console_passes_text_both_ways() -> Result<()> {
-    let Some(crosvm) = crosvm("crosvm_console_passes_text_both_ways") else {
+    let Some(crosvm) = crosvm_serving("crosvm_console_passes_text_both_ways", "console")? else {
         return Ok(());
     };
-    if !serves(&crosvm, "console")? {
-        println!("SKIPPED crosvm_console_passes_text_both_ways: this crosvm serves no console");
-        return Ok(());
-    }
     let dir = std::env::temp_dir().join(format!("vfio-user-crosvm-console-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     // crosvm's console waits on its input with epoll: a FIFO, as regular files cannot be.
@@ -229,13 +234,9 @@ fn crosvm_console_passes_text_both_ways() -> Result<()> {
 
 #[test]
 fn crosvm_gpu_binds_and_scans_out() -> Result<()> {
-    let Some(crosvm) = crosvm("crosvm_gpu_binds_and_scans_out") else {
+    let Some(crosvm) = crosvm_serving("crosvm_gpu_binds_and_scans_out", "gpu")? else {
         return Ok(());
     };
-    if !serves(&crosvm, "gpu")? {
-        println!("SKIPPED crosvm_gpu_binds_and_scans_out: this crosvm serves no gpu");
-        return Ok(());
-    }
     let run = boot(
         "crosvm-gpu",
         format!(
@@ -338,13 +339,9 @@ fn no_netns() -> Option<String> {
 
 #[test]
 fn crosvm_net_pings_the_host_tap() -> Result<()> {
-    let Some(crosvm) = crosvm("crosvm_net_pings_the_host_tap") else {
+    let Some(crosvm) = crosvm_serving("crosvm_net_pings_the_host_tap", "net")? else {
         return Ok(());
     };
-    if !serves(&crosvm, "net")? {
-        println!("SKIPPED crosvm_net_pings_the_host_tap: this crosvm serves no net");
-        return Ok(());
-    }
     if let Some(reason) = no_netns() {
         println!("SKIPPED crosvm_net_pings_the_host_tap: {reason}");
         return Ok(());
@@ -395,13 +392,9 @@ fn crosvm_net_pings_the_host_tap() -> Result<()> {
 /// answers on the control queue (one playback and one capture stream, as configured).
 #[test]
 fn crosvm_snd_makes_a_sound_card() -> Result<()> {
-    let Some(crosvm) = crosvm("crosvm_snd_makes_a_sound_card") else {
+    let Some(crosvm) = crosvm_serving("crosvm_snd_makes_a_sound_card", "snd")? else {
         return Ok(());
     };
-    if !serves(&crosvm, "snd")? {
-        println!("SKIPPED crosvm_snd_makes_a_sound_card: this crosvm serves no snd");
-        return Ok(());
-    }
     let run = boot(
         "crosvm-snd",
         format!(
@@ -431,13 +424,9 @@ fn crosvm_snd_makes_a_sound_card() -> Result<()> {
 #[test]
 fn crosvm_snd_playback_reaches_the_host_file() -> Result<()> {
     const TEST: &str = "crosvm_snd_playback_reaches_the_host_file";
-    let Some(crosvm) = crosvm(TEST) else {
+    let Some(crosvm) = crosvm_serving(TEST, "snd")? else {
         return Ok(());
     };
-    if !serves(&crosvm, "snd")? {
-        println!("SKIPPED {TEST}: this crosvm serves no snd");
-        return Ok(());
-    }
     let env = GuestEnv::prepare()?;
     let program = programs::build(&env, "pcm-play")?;
     let dir = std::env::temp_dir().join(format!("crosvm-snd-{}", std::process::id()));
@@ -505,13 +494,9 @@ fn crosvm_snd_playback_reaches_the_host_file() -> Result<()> {
 #[test]
 fn crosvm_gpu_cross_domain_compositor_files_reach_the_guest() -> Result<()> {
     const TEST: &str = "crosvm_gpu_cross_domain_compositor_files_reach_the_guest";
-    let Some(crosvm) = crosvm(TEST) else {
+    let Some(crosvm) = crosvm_serving(TEST, "gpu")? else {
         return Ok(());
     };
-    if !serves(&crosvm, "gpu")? {
-        println!("SKIPPED {TEST}: this crosvm serves no gpu");
-        return Ok(());
-    }
     const KEYMAP: &[u8] = b"xkb_keymap { fake keymap of 43 bytes ... };";
     let dir = std::env::temp_dir().join(format!("crosvm-keymap-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -619,13 +604,9 @@ fn sealed_memfd(bytes: &[u8]) -> Result<std::fs::File> {
 #[test]
 fn crosvm_fs_shares_a_directory() -> Result<()> {
     const TEST: &str = "crosvm_fs_shares_a_directory";
-    let Some(crosvm) = crosvm(TEST) else {
+    let Some(crosvm) = crosvm_serving(TEST, "fs")? else {
         return Ok(());
     };
-    if !serves(&crosvm, "fs")? {
-        println!("SKIPPED {TEST}: this crosvm serves no fs");
-        return Ok(());
-    }
     if !is_root() {
         println!("SKIPPED {TEST}: the fs server jails itself (pivot_root), which needs root");
         return Ok(());
@@ -664,13 +645,9 @@ fn crosvm_fs_shares_a_directory() -> Result<()> {
 #[test]
 fn crosvm_vsock_binds() -> Result<()> {
     const TEST: &str = "crosvm_vsock_binds";
-    let Some(crosvm) = crosvm(TEST) else {
+    let Some(crosvm) = crosvm_serving(TEST, "vsock")? else {
         return Ok(());
     };
-    if !serves(&crosvm, "vsock")? {
-        println!("SKIPPED {TEST}: this crosvm serves no vsock");
-        return Ok(());
-    }
     if !Path::new("/dev/vhost-vsock").exists() {
         println!("SKIPPED {TEST}: this host has no /dev/vhost-vsock (load vhost_vsock)");
         return Ok(());
@@ -696,13 +673,9 @@ fn crosvm_vsock_binds() -> Result<()> {
 #[test]
 fn crosvm_input_keyboard_events_reach_the_guest() -> Result<()> {
     const TEST: &str = "crosvm_input_keyboard_events_reach_the_guest";
-    let Some(crosvm) = crosvm(TEST) else {
+    let Some(crosvm) = crosvm_serving(TEST, "input")? else {
         return Ok(());
     };
-    if !serves(&crosvm, "input")? {
-        println!("SKIPPED {TEST}: this crosvm serves no input");
-        return Ok(());
-    }
     let dir = std::env::temp_dir().join(format!("crosvm-input-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let events_path = dir.join("keyboard.sock");
@@ -793,13 +766,9 @@ fn cross_domain_frames_reach_weston(test: &str, trapped: bool) -> Result<()> {
     } else {
         "crosvm-cross-domain"
     };
-    let Some(crosvm) = crosvm(test) else {
+    let Some(crosvm) = crosvm_serving(test, "gpu")? else {
         return Ok(());
     };
-    if !serves(&crosvm, "gpu")? {
-        println!("SKIPPED {test}: this crosvm serves no gpu");
-        return Ok(());
-    }
     if !is_root() {
         println!("SKIPPED {test}: weston runs under chroot, which needs root");
         return Ok(());
