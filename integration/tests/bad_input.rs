@@ -105,6 +105,28 @@ fn message_size_smaller_than_header_closes() {
 }
 
 #[test]
+fn message_too_large_to_discard_closes_with_e2big() {
+    let mut server = ServerProcess::start();
+    let mut client = connect(&server);
+    let header = Header {
+        msg_id: 4,
+        command: command::REGION_WRITE,
+        msg_size: 0x7fff_ffff,
+        ..Default::default()
+    };
+    client.send_raw(header.as_bytes(), &[]).unwrap();
+    let reply = client.recv().unwrap();
+    assert_eq!(reply.header.msg_id, 4);
+    // E2BIG, not the EINVAL of a size smaller than the header.
+    assert_error(&reply, libc::E2BIG, 0);
+    assert!(client.is_closed());
+    assert_serving(&mut server);
+    let expected = "message of 2147483647 bytes is too large";
+    let log = server.log_containing(expected);
+    assert!(log.contains(expected), "server log: {log}");
+}
+
+#[test]
 fn message_larger_than_max_transfer_is_skipped() {
     let server = ServerProcess::start();
     let mut client = connect(&server);

@@ -159,15 +159,11 @@ impl<T: Transport + Pollable> Channel<T> {
                 )));
             }
             let max = self.max_message_size();
-            let message = match self.reader.read_message(&mut self.transport, max)? {
-                Incoming::Message(message) => message,
-                Incoming::Oversized(header) | Incoming::Unframed(header) => {
-                    return Err(Error::MessageTooLarge {
-                        size: u64::from(header.msg_size),
-                        max,
-                    })
-                }
-            };
+            let message = self
+                .reader
+                .read_message(&mut self.transport, max)?
+                .into_message(max)
+                .map_err(|(_, error)| error)?;
             let header = message.header;
             if header.message_type() == header_flags::TYPE_REPLY
                 && header.msg_id == msg_id
@@ -393,8 +389,9 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
             Err(Error::Disconnected) => return self.close("client disconnected"),
             Err(e) => return self.close(&format!("receive failed: {e}")),
         };
-        let (header, result) = match incoming {
-            Incoming::Message(mut message) => {
+        let max = self.channel.max_message_size();
+        let (header, result) = match incoming.into_message(max) {
+            Ok(mut message) => {
                 let result = self.dispatch(&mut message);
                 // Shaped only on failure: the success path stays allocation-light.
                 (
@@ -402,18 +399,7 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
                     result.map_err(|e| (e, self.error_shape(&message))),
                 )
             }
-            Incoming::Oversized(header) => {
-                let max = self.channel.max_message_size();
-                let error = Error::MessageTooLarge {
-                    size: u64::from(header.msg_size),
-                    max,
-                };
-                (header, Err((error, Vec::new())))
-            }
-            Incoming::Unframed(header) => {
-                let error = Error::MessageTooShort(header.msg_size);
-                (header, Err((error, Vec::new())))
-            }
+            Err((header, error)) => (header, Err((error, Vec::new()))),
         };
         let Err((error, shape)) = result else {
             // Requests the device posted while handling the message (a reset unmapping what it

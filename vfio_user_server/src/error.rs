@@ -57,7 +57,16 @@ pub enum Error {
     },
     #[error("message of {size} bytes exceeds the maximum of {max}")]
     MessageTooLarge { size: u64, max: u64 },
-    #[error("message size {0} is smaller than the header")]
+    #[error(
+        "message of {size} bytes is too large: it exceeds the maximum of {max} and is not even \
+         read to be discarded beyond {discard_limit}, so the stream is lost"
+    )]
+    MessageTooLargeToDiscard {
+        size: u64,
+        max: u64,
+        discard_limit: u64,
+    },
+    #[error("message size {0} is smaller than the 16-byte header")]
     MessageTooShort(u32),
     #[error("the client sent no fd where one is required")]
     MissingFd,
@@ -118,6 +127,8 @@ impl Error {
             Error::IrqIndexOutOfRange(_) => Reply(libc::EINVAL),
             Error::IrqRangeOutOfRange { .. } => Reply(libc::EINVAL),
             Error::MessageTooLarge { .. } => Reply(libc::E2BIG),
+            // The body is not read, so what follows the header is not a message boundary.
+            Error::MessageTooLargeToDiscard { .. } => ReplyAndClose(libc::E2BIG),
             // The size field cannot be trusted, so the stream cannot be resynchronized.
             Error::MessageTooShort(_) => ReplyAndClose(libc::EINVAL),
             Error::MissingFd => Reply(libc::EINVAL),

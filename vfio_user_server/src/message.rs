@@ -112,13 +112,42 @@ pub enum Incoming {
     /// `msg_size` exceeded the limit; the body was read and discarded, so the stream is still in
     /// step.
     Oversized(Header),
-    /// `msg_size` was absurd (smaller than the header, or too large to discard); the stream
-    /// cannot be trusted any more.
-    Unframed(Header),
+    /// `msg_size` is smaller than the header: the size field cannot be trusted, and with it the
+    /// stream.
+    TooShort(Header),
+    /// `msg_size` is beyond even what is read to be discarded ([`DISCARD_LIMIT`]): the stream
+    /// cannot be brought back in step.
+    TooLargeToDiscard(Header),
+}
+
+impl Incoming {
+    /// The message, or the header of what could not be read with the error it stands for.
+    /// `max_size` is the limit `read_message` was given.
+    pub fn into_message(self, max_size: u64) -> std::result::Result<Message, (Header, Error)> {
+        match self {
+            Incoming::Message(message) => Ok(message),
+            Incoming::Oversized(header) => Err((
+                header,
+                Error::MessageTooLarge {
+                    size: u64::from(header.msg_size),
+                    max: max_size,
+                },
+            )),
+            Incoming::TooShort(header) => Err((header, Error::MessageTooShort(header.msg_size))),
+            Incoming::TooLargeToDiscard(header) => Err((
+                header,
+                Error::MessageTooLargeToDiscard {
+                    size: u64::from(header.msg_size),
+                    max: max_size,
+                    discard_limit: DISCARD_LIMIT,
+                },
+            )),
+        }
+    }
 }
 
 /// Beyond this a message is not even read to be discarded.
-const DISCARD_LIMIT: u64 = 256 << 20;
+pub const DISCARD_LIMIT: u64 = 256 << 20;
 /// Messages up to this size are read through the buffer; larger ones (bulk transfers) go
 /// straight into their own allocation.
 const BUFFER_SIZE: usize = 64 << 10;
@@ -253,7 +282,11 @@ impl MessageReader {
         if size < HEADER_SIZE as u64 || (size > max_size && size > DISCARD_LIMIT) {
             self.start += HEADER_SIZE;
             drop(self.take_fds(offset));
-            return Ok(Incoming::Unframed(header));
+            return Ok(if size < HEADER_SIZE as u64 {
+                Incoming::TooShort(header)
+            } else {
+                Incoming::TooLargeToDiscard(header)
+            });
         }
         if size > max_size {
             // Drop the body, fds included, to stay in step.
@@ -391,12 +424,50 @@ mod tests {
             ..Default::default()
         };
         let mut transport = MemoryTransport::new(encode(small, &[]));
+        let incoming = MessageReader::default()
+            .read_message(&mut transport, 1024)
+            .unwrap();
+        assert!(matches!(incoming, Incoming::TooShort(_)), "{incoming:?}");
         assert!(matches!(
-            MessageReader::default()
-                .read_message(&mut transport, 1024)
-                .unwrap(),
-            Incoming::Unframed(_)
+            incoming.into_message(1024),
+            Err((_, Error::MessageTooShort(8)))
         ));
+
+        // Too large even to be read and discarded: the size is reported as too large, not as
+        // too short, and the stream is given up.
+        let huge = Header {
+            msg_size: 0x7fff_ffff,
+            ..Default::default()
+        };
+        let mut transport = MemoryTransport::new(encode(huge, &[]));
+        let incoming = MessageReader::default()
+            .read_message(&mut transport, 1024)
+            .unwrap();
+        assert!(
+            matches!(incoming, Incoming::TooLargeToDiscard(_)),
+            "{incoming:?}"
+        );
+        let (_, error) = incoming.into_message(1024).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::MessageTooLargeToDiscard {
+                    size: 0x7fff_ffff,
+                    max: 1024,
+                    discard_limit: DISCARD_LIMIT,
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "message of 2147483647 bytes is too large: it exceeds the maximum of 1024 and is not \
+             even read to be discarded beyond 268435456, so the stream is lost"
+        );
+        assert_eq!(
+            error.disposition(),
+            crate::error::Disposition::ReplyAndClose(libc::E2BIG)
+        );
 
         let big = Header {
             msg_size: 16 + 2000,
@@ -411,9 +482,17 @@ mod tests {
         input.extend(encode(next, &[]));
         let mut transport = MemoryTransport::new(input);
         let mut reader = MessageReader::default();
+        let incoming = reader.read_message(&mut transport, 1024).unwrap();
+        assert!(matches!(incoming, Incoming::Oversized(_)), "{incoming:?}");
         assert!(matches!(
-            reader.read_message(&mut transport, 1024).unwrap(),
-            Incoming::Oversized(_)
+            incoming.into_message(1024),
+            Err((
+                _,
+                Error::MessageTooLarge {
+                    size: 2016,
+                    max: 1024
+                }
+            ))
         ));
         match reader.read_message(&mut transport, 1024).unwrap() {
             Incoming::Message(message) => assert_eq!(message.header.msg_id, 9),

@@ -19,6 +19,8 @@ use std::process::Command;
 use std::process::Stdio;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -28,6 +30,8 @@ pub struct ServerProcess {
     pub child: Child,
     pub socket: PathBuf,
     dir: PathBuf,
+    /// What the server wrote to stderr after saying it listens (warnings and up).
+    log: Arc<Mutex<String>>,
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -44,6 +48,7 @@ impl ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_reference-server"))
             .arg("--socket")
             .arg(&socket)
+            .env("RUST_LOG", "warn")
             .stderr(Stdio::piped())
             .spawn()
             .expect("reference-server starts");
@@ -53,12 +58,34 @@ impl ServerProcess {
         let mut line = String::new();
         stderr.read_line(&mut line).unwrap();
         assert!(line.contains("listening"), "server said {line:?}");
+        let log = Arc::new(Mutex::new(String::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
                 eprintln!("{line}");
+                let mut kept = kept.lock().unwrap();
+                kept.push_str(&line);
+                kept.push('\n');
             }
         });
-        ServerProcess { child, socket, dir }
+        ServerProcess {
+            child,
+            socket,
+            dir,
+            log,
+        }
+    }
+
+    /// Waits up to 5 s for the server's stderr to contain `text`, and returns it all.
+    pub fn log_containing(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if log.contains(text) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Number of fds the server process holds open.
