@@ -9,4 +9,5 @@ pub mod guest;
 pub mod inherited;
 pub mod raw_client;
 pub mod reference;
+pub mod serve;
 pub mod virtio;

@@ -2,19 +2,20 @@
 // Use of this source code is governed by a BSD-style license that can be
 // found in the LICENSE file.
 
-//! Benchmarks `vfio_user_server` (through the `reference-server` binary) against the rust-vmm
+//! Benchmarks `vfio_user_server` (serving the reference device) against the rust-vmm
 //! `vfio_user` crate's server and a bare echo, with the same client code for every peer. It prints
 //! figures and ratios and asserts nothing about speed.
 //!
-//!     cargo build --release -p integration
 //!     cargo run --release -p integration --bin bench
 //!
 //! 1. 4-byte REGION_READ / REGION_WRITE round trips on BAR0's SCRATCH register.
 //! 2. DMA_MAP + DMA_UNMAP of 1,000 windows of one memfd, the fd passed with each map.
 //! 3. The reference server's RSS with 512 MiB mapped, untouched and then written by the client.
 //!
-//! The bench re-executes itself for the peers that are not `reference-server`:
+//! The bench re-executes itself for every peer:
 //!
+//!     bench serve-reference --socket PATH
+//!                                    our server with the reference device (as `reference-server`)
 //!     bench serve-rust-vmm PATH      the rust-vmm `vfio_user::Server` with a scratch register
 //!     bench serve-echo PATH          reads a message, writes a reply of our server's size
 //!     bench loop PATH (read|write|dma) COUNT [--no-version]
@@ -58,6 +59,9 @@ use anyhow::Result;
 use integration::raw_client::QEMU_CAPABILITIES;
 use integration::reference::regs;
 use integration::reference::BAR0_SIZE;
+use integration::serve;
+use integration::serve::REFERENCE_READY;
+use integration::serve::SERVE_REFERENCE;
 use vfio_user::DmaMapFlags;
 use vfio_user::DmaUnmapFlags;
 use vfio_user::IrqInfo;
@@ -82,7 +86,6 @@ use zerocopy::IntoBytes;
 
 /// What the bench's own server processes print on stderr once they accept connections.
 const READY: &str = "bench: listening";
-const REFERENCE_READY: &str = "reference-server: listening";
 
 const WARMUP_OPS: usize = 10_000;
 const DEFAULT_OPS: usize = 200_000;
@@ -105,6 +108,7 @@ const TARGET_VS_ECHO: f64 = 1.1;
 const TARGET_VS_RUST_VMM: f64 = 0.8;
 
 fn main() -> Result<()> {
+    serve::serve_if_asked();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
     match args.as_slice() {
@@ -643,13 +647,6 @@ fn start_peer(
 
 fn run_bench() -> Result<()> {
     let exe = std::env::current_exe()?;
-    let reference = exe.with_file_name("reference-server");
-    if !reference.exists() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p integration`",
-            reference.display()
-        );
-    }
     let ops: usize = match std::env::var("BENCH_OPS") {
         Ok(value) => value.parse().context("BENCH_OPS")?,
         Err(_) => DEFAULT_OPS,
@@ -675,8 +672,8 @@ fn run_bench() -> Result<()> {
         start_peer("echo", &exe, &[OsStr::new("serve-echo")], READY, false)?,
         start_peer(
             "ours",
-            &reference,
-            &[OsStr::new("--socket")],
+            &exe,
+            &[OsStr::new(SERVE_REFERENCE), OsStr::new("--socket")],
             REFERENCE_READY,
             true,
         )?,
@@ -705,7 +702,7 @@ fn run_bench() -> Result<()> {
     drop(echo);
     drop(rust_vmm);
     drop(ours);
-    server_memory(&reference)?;
+    server_memory(&exe)?;
     println!();
     println!(
         "  load average after: {}",
@@ -1044,7 +1041,8 @@ fn print_memory(state: &str, pid: u32) -> Result<[u64; 4]> {
     Ok([rss, anon, file, shmem])
 }
 
-fn server_memory(reference: &Path) -> Result<()> {
+/// `exe`: this bench, which serves the reference device as `bench serve-reference`.
+fn server_memory(exe: &Path) -> Result<()> {
     println!();
     println!(
         "== 3. reference-server memory (KiB, /proc/PID/status) with a {} MiB DMA map ==",
@@ -1052,8 +1050,8 @@ fn server_memory(reference: &Path) -> Result<()> {
     );
     let server = ServerProcess::start(
         "ours-rss",
-        reference,
-        &[OsStr::new("--socket")],
+        exe,
+        &[OsStr::new(SERVE_REFERENCE), OsStr::new("--socket")],
         REFERENCE_READY,
     )?;
     let pid = server.pid();

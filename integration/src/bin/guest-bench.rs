@@ -2,11 +2,11 @@
 // Use of this source code is governed by a BSD-style license that can be
 // found in the LICENSE file.
 
-//! Benchmarks our virtio-blk, served over vfio-user by `virtio-server`, against QEMU's own
+//! Benchmarks our virtio-blk, served over vfio-user by this executable (as `virtio-server`
+//! would), against QEMU's own
 //! virtio-blk-pci on the same host file, each in a Linux guest under TCG. It prints figures and
 //! ratios and asserts nothing about speed.
 //!
-//!     cargo build --release -p integration
 //!     cargo run --release -p integration --bin guest-bench
 //!
 //! Both guests run `guest/blk-bench.sh`: sequential O_DIRECT `dd` on /dev/vda with 4 KiB and
@@ -33,9 +33,12 @@ use anyhow::bail;
 use anyhow::Context;
 use anyhow::Result;
 use integration::guest;
+use integration::guest::shell_quote;
 use integration::guest::Boot;
 use integration::guest::GuestEnv;
 use integration::guest::GuestRun;
+use integration::serve;
+use integration::serve::SERVE_VIRTIO;
 
 const SCRIPT: &str = include_str!("../../guest/blk-bench.sh");
 const DISK_SIZE: u64 = 256 << 20;
@@ -60,10 +63,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// Writes a `DISK_SIZE` file of zeros, so that no write of either guest allocates blocks and
@@ -258,14 +257,10 @@ fn print_comparison(ours: &GuestRun, qemu: &GuestRun, drive: &str) -> Result<()>
 }
 
 fn main() -> Result<()> {
+    serve::serve_if_asked();
     let started = Instant::now();
-    let server = std::env::current_exe()?.with_file_name("virtio-server");
-    if !server.exists() {
-        bail!(
-            "{} is missing: cargo build --release -p integration",
-            server.display()
-        );
-    }
+    // This bench serves our virtio-blk itself, as `guest-bench serve-virtio blk ...`.
+    let server = serve::this_executable_serving(SERVE_VIRTIO)?;
     let caches =
         std::env::var("GUEST_BENCH_QEMU_CACHE").unwrap_or_else(|_| "writeback".to_string());
     let caches: Vec<&str> = caches.split(',').filter(|c| !c.is_empty()).collect();
@@ -285,8 +280,7 @@ fn main() -> Result<()> {
 
     settle_disk(&disk)?;
     let server_command = format!(
-        "{} blk --file {} --socket {{socket}}",
-        shell_quote(server.to_str().context("non-UTF-8 server path")?),
+        "{server} blk --file {} --socket {{socket}}",
         shell_quote(disk.to_str().context("non-UTF-8 disk path")?)
     );
     let ours = boot(&env, "guest-bench-ours", vec![server_command], Vec::new())?;

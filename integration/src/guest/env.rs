@@ -25,7 +25,10 @@ use super::process::Guarded;
 /// Where the cache lives unless `$VFIO_USER_GUEST_DIR` says otherwise: `<workspace>/target/guest`.
 const DEFAULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/guest");
 const BUILD_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/guest/build-chroot.sh");
-/// A cold build takes about two minutes; this only catches a hung download.
+/// Written by the build script into a complete tree.
+const BUILT_STAMP: &str = ".vfio-user-guest-stamp";
+const BUILD_LOG: &str = "build-chroot.log";
+/// A cold build takes three to five minutes on two cores; this only catches a hung download.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// The paths of everything a guest boot needs, all inside the cache directory.
@@ -62,13 +65,10 @@ pub struct Qemu {
 }
 
 impl GuestEnv {
-    /// Returns the cached environment, building it first if needed (about two minutes; later
+    /// Returns the cached environment, building it first if needed (three to five minutes; later
     /// calls, from this or any other process, wait for a build under way and then reuse it).
     pub fn prepare() -> Result<GuestEnv> {
-        let dir = match std::env::var_os("VFIO_USER_GUEST_DIR") {
-            Some(dir) => PathBuf::from(dir),
-            None => PathBuf::from(DEFAULT_DIR),
-        };
+        let dir = GuestEnv::cache_dir();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let dir = dir
             .canonicalize()
@@ -76,6 +76,37 @@ impl GuestEnv {
         let root = dir.join("chroot");
         build_tree(&dir, &root)?;
         GuestEnv::locate(dir, root)
+    }
+
+    /// Where the tree, the build log and the run logs are kept: `$VFIO_USER_GUEST_DIR`, else
+    /// `<workspace>/target/guest`.
+    pub fn cache_dir() -> PathBuf {
+        let dir = match std::env::var_os("VFIO_USER_GUEST_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => PathBuf::from(DEFAULT_DIR),
+        };
+        // `.../integration/../target/guest` reads better resolved, where it exists already.
+        dir.canonicalize().unwrap_or(dir)
+    }
+
+    /// Whether a complete tree is in the cache already, so that [`GuestEnv::prepare`] will not
+    /// build one (unless the recipe changed since).
+    pub fn is_built() -> bool {
+        GuestEnv::cache_dir()
+            .join("chroot")
+            .join(BUILT_STAMP)
+            .is_file()
+    }
+
+    /// The log of the tree's builds.
+    pub fn build_log() -> PathBuf {
+        GuestEnv::cache_dir().join(BUILD_LOG)
+    }
+
+    /// Where the boot named `name` keeps its console, QEMU's stderr and its initramfs; its
+    /// servers' output is in the sibling `<name>.servers`.
+    pub fn log_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("runs").join(name)
     }
 
     fn locate(dir: PathBuf, root: PathBuf) -> Result<GuestEnv> {
@@ -125,7 +156,7 @@ impl GuestEnv {
 
 /// Runs the idempotent build script, which returns at once when the tree is complete.
 fn build_tree(dir: &Path, root: &Path) -> Result<()> {
-    let log_path = dir.join("build-chroot.log");
+    let log_path = dir.join(BUILD_LOG);
     let log = File::options()
         .create(true)
         .append(true)

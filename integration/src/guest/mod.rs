@@ -51,6 +51,7 @@ pub use self::env::GuestEnv;
 pub use self::env::Qemu;
 use self::process::Guarded;
 use self::qemu::QemuConfig;
+pub use self::server::shell_quote;
 use self::server::RunningServer;
 
 /// One guest boot.
@@ -393,7 +394,7 @@ fn fresh_log_dir(env: &GuestEnv, name: &str) -> Result<PathBuf> {
     {
         bail!("boot name {name:?}: use letters, digits, '-', '_' and '.'");
     }
-    let dir = env.dir.join("runs").join(name);
+    let dir = env.log_dir(name);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -155,7 +155,7 @@ fn listening_in(table: &str, path: &str) -> bool {
 }
 
 /// `s` in single quotes for `sh`.
-fn shell_quote(s: &str) -> String {
+pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
