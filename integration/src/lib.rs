@@ -4,6 +4,7 @@
 
 //! Test-only devices and clients for `vfio_user_server`'s end-to-end tests and benchmarks.
 
+pub mod checks;
 pub mod config_space;
 pub mod guest;
 pub mod inherited;

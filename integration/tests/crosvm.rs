@@ -4,9 +4,10 @@
 
 //! The QEMU guest checks against crosvm's own devices, served by `crosvm device
 //! vfio-user-server` built from upstream-patches/. They run when CROSVM_BIN names that crosvm
-//! binary and are skipped, saying so, otherwise:
+//! binary; otherwise, or where a check needs what this host lacks (root, /dev/vhost-vsock), cargo
+//! reports it as ignored with the reason:
 //!
-//!     CROSVM_BIN=/path/to/crosvm cargo test -p integration --test crosvm -- --nocapture
+//!     CROSVM_BIN=/path/to/crosvm cargo test -p integration --test crosvm
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -23,6 +24,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use anyhow::Result;
+use integration::checks;
+use integration::checks::require;
+use integration::checks::skip;
+use integration::checks::Checked;
+use integration::checks::NotPassed;
 use integration::guest;
 use integration::guest::compositor::is_root;
 use integration::guest::compositor::Weston;
@@ -33,28 +39,24 @@ use integration::guest::GuestRun;
 use integration::guest::Responder;
 use integration::guest::Servers;
 
-/// The crosvm binary to test, or None (the test is then skipped, with the reason printed).
-fn crosvm(test: &str) -> Option<PathBuf> {
+/// The crosvm binary to test, from CROSVM_BIN; the check is skipped without one.
+fn crosvm() -> Result<PathBuf, NotPassed> {
     match std::env::var_os("CROSVM_BIN") {
-        Some(path) => Some(PathBuf::from(path)),
-        None => {
-            println!("SKIPPED {test}: CROSVM_BIN does not name a crosvm binary");
-            None
-        }
+        Some(path) => Ok(PathBuf::from(path)),
+        None => Err(skip(
+            "needs CROSVM_BIN: a crosvm built with upstream-patches/, as the README says",
+        )),
     }
 }
 
-/// The crosvm binary to test if it serves `device` over vfio-user, or None (the test is then
-/// skipped, with the reason printed).
-fn crosvm_serving(test: &str, device: &str) -> Result<Option<PathBuf>> {
-    let Some(crosvm) = crosvm(test) else {
-        return Ok(None);
-    };
+/// The crosvm binary to test if it serves `device` over vfio-user; the check is skipped
+/// otherwise.
+fn crosvm_serving(device: &str) -> Result<PathBuf, NotPassed> {
+    let crosvm = crosvm()?;
     if !serves(&crosvm, device)? {
-        println!("SKIPPED {test}: this crosvm serves no {device}");
-        return Ok(None);
+        return Err(skip(format!("this crosvm serves no {device}")));
     }
-    Ok(Some(crosvm))
+    Ok(crosvm)
 }
 
 /// Whether this crosvm serves `device` over vfio-user.
@@ -102,11 +104,8 @@ fn boot(
     Ok(run)
 }
 
-#[test]
-fn crosvm_rng_reaches_the_guest() -> Result<()> {
-    let Some(crosvm) = crosvm("crosvm_rng_reaches_the_guest") else {
-        return Ok(());
-    };
+fn crosvm_rng_reaches_the_guest() -> Checked {
+    let crosvm = crosvm()?;
     let run = boot(
         "crosvm-rng",
         format!(
@@ -125,11 +124,8 @@ fn crosvm_rng_reaches_the_guest() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn crosvm_block_keeps_what_the_guest_writes() -> Result<()> {
-    let Some(crosvm) = crosvm_serving("crosvm_block_keeps_what_the_guest_writes", "block")? else {
-        return Ok(());
-    };
+fn crosvm_block_keeps_what_the_guest_writes() -> Checked {
+    let crosvm = crosvm_serving("block")?;
     let dir = std::env::temp_dir().join(format!("vfio-user-crosvm-blk-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let disk = dir.join("disk.img");
@@ -168,18 +164,17 @@ fn crosvm_block_keeps_what_the_guest_writes() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn crosvm_console_passes_text_both_ways() -> Result<()> {
-    let Some(crosvm) = crosvm_serving("crosvm_console_passes_text_both_ways", "console")? else {
-        return Ok(());
-    };
+fn crosvm_console_passes_text_both_ways() -> Checked {
+    let crosvm = crosvm_serving("console")?;
     let dir = std::env::temp_dir().join(format!("vfio-user-crosvm-console-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     // crosvm's console waits on its input with epoll: a FIFO, as regular files cannot be.
     let input = dir.join("input");
     let output = dir.join("output");
     let status = Command::new("mkfifo").arg(&input).status()?;
-    anyhow::ensure!(status.success(), "mkfifo failed: {status}");
+    if !status.success() {
+        return Err(anyhow::anyhow!("mkfifo failed: {status}").into());
+    }
     // Held open from the start, read-write so that opening it does not block: the server opens
     // the FIFO for every device it builds, and each open waits for a writer.
     let mut fifo = OpenOptions::new().read(true).write(true).open(&input)?;
@@ -232,11 +227,8 @@ fn crosvm_console_passes_text_both_ways() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn crosvm_gpu_binds_and_scans_out() -> Result<()> {
-    let Some(crosvm) = crosvm_serving("crosvm_gpu_binds_and_scans_out", "gpu")? else {
-        return Ok(());
-    };
+fn crosvm_gpu_binds_and_scans_out() -> Checked {
+    let crosvm = crosvm_serving("gpu")?;
     let run = boot(
         "crosvm-gpu",
         format!(
@@ -337,14 +329,10 @@ fn no_netns() -> Option<String> {
     }
 }
 
-#[test]
-fn crosvm_net_pings_the_host_tap() -> Result<()> {
-    let Some(crosvm) = crosvm_serving("crosvm_net_pings_the_host_tap", "net")? else {
-        return Ok(());
-    };
+fn crosvm_net_pings_the_host_tap() -> Checked {
+    let crosvm = crosvm_serving("net")?;
     if let Some(reason) = no_netns() {
-        println!("SKIPPED crosvm_net_pings_the_host_tap: {reason}");
-        return Ok(());
+        return Err(skip(reason));
     }
     // The tap and its traffic (10.55.0.0/24 only) stay in a namespace of this test's own; the
     // server runs there too, its socket on the shared filesystem for QEMU outside.
@@ -390,11 +378,8 @@ fn crosvm_net_pings_the_host_tap() -> Result<()> {
 
 /// virtio-snd on crosvm's null backend: the guest's driver builds a sound card from the device's
 /// answers on the control queue (one playback and one capture stream, as configured).
-#[test]
-fn crosvm_snd_makes_a_sound_card() -> Result<()> {
-    let Some(crosvm) = crosvm_serving("crosvm_snd_makes_a_sound_card", "snd")? else {
-        return Ok(());
-    };
+fn crosvm_snd_makes_a_sound_card() -> Checked {
+    let crosvm = crosvm_serving("snd")?;
     let run = boot(
         "crosvm-snd",
         format!(
@@ -421,12 +406,8 @@ fn crosvm_snd_makes_a_sound_card() -> Result<()> {
 
 /// virtio-snd on crosvm's file backend: a second of PCM the guest plays through the kernel's
 /// ALSA ioctls (a program of ours) is what the host finds in the backend's file.
-#[test]
-fn crosvm_snd_playback_reaches_the_host_file() -> Result<()> {
-    const TEST: &str = "crosvm_snd_playback_reaches_the_host_file";
-    let Some(crosvm) = crosvm_serving(TEST, "snd")? else {
-        return Ok(());
-    };
+fn crosvm_snd_playback_reaches_the_host_file() -> Checked {
+    let crosvm = crosvm_serving("snd")?;
     let env = GuestEnv::prepare()?;
     let program = programs::build(&env, "pcm-play")?;
     let dir = std::env::temp_dir().join(format!("crosvm-snd-{}", std::process::id()));
@@ -491,12 +472,8 @@ fn crosvm_snd_playback_reaches_the_host_file() -> Result<()> {
 /// Files from the compositor to the guest (a keymap) through cross-domain: a compositor stand-in
 /// of ours sends a write-sealed memfd whose size is not a page multiple; the guest maps it as a
 /// blob through BAR2 (the shadow places it read-only), reads it and sends the bytes back.
-#[test]
-fn crosvm_gpu_cross_domain_compositor_files_reach_the_guest() -> Result<()> {
-    const TEST: &str = "crosvm_gpu_cross_domain_compositor_files_reach_the_guest";
-    let Some(crosvm) = crosvm_serving(TEST, "gpu")? else {
-        return Ok(());
-    };
+fn crosvm_gpu_cross_domain_compositor_files_reach_the_guest() -> Checked {
+    let crosvm = crosvm_serving("gpu")?;
     const KEYMAP: &[u8] = b"xkb_keymap { fake keymap of 43 bytes ... };";
     let dir = std::env::temp_dir().join(format!("crosvm-keymap-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -601,16 +578,12 @@ fn sealed_memfd(bytes: &[u8]) -> Result<std::fs::File> {
 
 /// virtio-fs from a child jailed into the shared directory: the guest mounts it, reads the
 /// host's file and writes one the host then finds; the jailed child sees nothing else.
-#[test]
-fn crosvm_fs_shares_a_directory() -> Result<()> {
-    const TEST: &str = "crosvm_fs_shares_a_directory";
-    let Some(crosvm) = crosvm_serving(TEST, "fs")? else {
-        return Ok(());
-    };
-    if !is_root() {
-        println!("SKIPPED {TEST}: the fs server jails itself (pivot_root), which needs root");
-        return Ok(());
-    }
+fn crosvm_fs_shares_a_directory() -> Checked {
+    let crosvm = crosvm_serving("fs")?;
+    require(
+        is_root(),
+        "the fs server jails itself (pivot_root), which needs root",
+    )?;
     let dir = std::env::temp_dir().join(format!("crosvm-fs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -642,16 +615,12 @@ fn crosvm_fs_shares_a_directory() -> Result<()> {
 
 /// virtio-vsock on the host's vhost-vsock: the guest's transport binds. Needs /dev/vhost-vsock
 /// on the host (the machines this was written on have none: skipped there).
-#[test]
-fn crosvm_vsock_binds() -> Result<()> {
-    const TEST: &str = "crosvm_vsock_binds";
-    let Some(crosvm) = crosvm_serving(TEST, "vsock")? else {
-        return Ok(());
-    };
-    if !Path::new("/dev/vhost-vsock").exists() {
-        println!("SKIPPED {TEST}: this host has no /dev/vhost-vsock (load vhost_vsock)");
-        return Ok(());
-    }
+fn crosvm_vsock_binds() -> Checked {
+    let crosvm = crosvm_serving("vsock")?;
+    require(
+        Path::new("/dev/vhost-vsock").exists(),
+        "this host has no /dev/vhost-vsock (load vhost_vsock)",
+    )?;
     let run = boot(
         "crosvm-vsock",
         format!(
@@ -670,12 +639,8 @@ fn crosvm_vsock_binds() -> Result<()> {
 
 /// virtio-input, a keyboard fed from a host socket: the guest's driver makes an input device,
 /// and the key press and release the host sends once the guest is ready arrive as events.
-#[test]
-fn crosvm_input_keyboard_events_reach_the_guest() -> Result<()> {
-    const TEST: &str = "crosvm_input_keyboard_events_reach_the_guest";
-    let Some(crosvm) = crosvm_serving(TEST, "input")? else {
-        return Ok(());
-    };
+fn crosvm_input_keyboard_events_reach_the_guest() -> Checked {
+    let crosvm = crosvm_serving("input")?;
     let dir = std::env::temp_dir().join(format!("crosvm-input-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let events_path = dir.join("keyboard.sock");
@@ -748,31 +713,24 @@ fn crosvm_input_keyboard_events_reach_the_guest() -> Result<()> {
 /// for two frames that differ at every pixel. BAR2 is mapped by QEMU: the shadow copy. A second
 /// guest against the same server (the first one's blobs released at its disconnect) does it
 /// again.
-#[test]
-fn crosvm_gpu_cross_domain_frames_reach_weston() -> Result<()> {
-    cross_domain_frames_reach_weston("crosvm_gpu_cross_domain_frames_reach_weston", false)
+fn crosvm_gpu_cross_domain_frames_reach_weston() -> Checked {
+    cross_domain_frames_reach_weston(false)
 }
 
 /// The same with BAR2 offered trapped only: each guest store is a REGION_WRITE into the shadow,
 /// from which the frames reach weston all the same.
-#[test]
-fn crosvm_gpu_cross_domain_frames_reach_weston_trapped() -> Result<()> {
-    cross_domain_frames_reach_weston("crosvm_gpu_cross_domain_frames_reach_weston_trapped", true)
+fn crosvm_gpu_cross_domain_frames_reach_weston_trapped() -> Checked {
+    cross_domain_frames_reach_weston(true)
 }
 
-fn cross_domain_frames_reach_weston(test: &str, trapped: bool) -> Result<()> {
+fn cross_domain_frames_reach_weston(trapped: bool) -> Checked {
     let name = if trapped {
         "crosvm-cross-domain-trapped"
     } else {
         "crosvm-cross-domain"
     };
-    let Some(crosvm) = crosvm_serving(test, "gpu")? else {
-        return Ok(());
-    };
-    if !is_root() {
-        println!("SKIPPED {test}: weston runs under chroot, which needs root");
-        return Ok(());
-    }
+    let crosvm = crosvm_serving("gpu")?;
+    require(is_root(), "weston runs under chroot, which needs root")?;
     let env = GuestEnv::prepare()?;
     let (width, height) = (640, 480);
     let weston = Weston::start(&env, name, width, height)?;
@@ -857,4 +815,52 @@ fn frame_on_screen(
         })
         .map(|()| frame)
         .map_err(|diff| format!("frame {frame} never on screen: {diff}"))
+}
+
+fn main() {
+    checks::run(&[
+        ("crosvm_rng_reaches_the_guest", crosvm_rng_reaches_the_guest),
+        (
+            "crosvm_block_keeps_what_the_guest_writes",
+            crosvm_block_keeps_what_the_guest_writes,
+        ),
+        (
+            "crosvm_console_passes_text_both_ways",
+            crosvm_console_passes_text_both_ways,
+        ),
+        (
+            "crosvm_gpu_binds_and_scans_out",
+            crosvm_gpu_binds_and_scans_out,
+        ),
+        (
+            "crosvm_net_pings_the_host_tap",
+            crosvm_net_pings_the_host_tap,
+        ),
+        (
+            "crosvm_snd_makes_a_sound_card",
+            crosvm_snd_makes_a_sound_card,
+        ),
+        (
+            "crosvm_snd_playback_reaches_the_host_file",
+            crosvm_snd_playback_reaches_the_host_file,
+        ),
+        (
+            "crosvm_gpu_cross_domain_compositor_files_reach_the_guest",
+            crosvm_gpu_cross_domain_compositor_files_reach_the_guest,
+        ),
+        ("crosvm_fs_shares_a_directory", crosvm_fs_shares_a_directory),
+        ("crosvm_vsock_binds", crosvm_vsock_binds),
+        (
+            "crosvm_input_keyboard_events_reach_the_guest",
+            crosvm_input_keyboard_events_reach_the_guest,
+        ),
+        (
+            "crosvm_gpu_cross_domain_frames_reach_weston",
+            crosvm_gpu_cross_domain_frames_reach_weston,
+        ),
+        (
+            "crosvm_gpu_cross_domain_frames_reach_weston_trapped",
+            crosvm_gpu_cross_domain_frames_reach_weston_trapped,
+        ),
+    ]);
 }

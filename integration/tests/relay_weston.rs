@@ -6,7 +6,7 @@
 //! on the host talks to weston through `SocketRelay`, its wl_shm pool a file placed in a
 //! `ShadowMemory` region, and draws through its own mapping of the region, as a guest draws
 //! through the BAR. weston shows each frame only if the relay copied it out before the commit.
-//! Needs root (weston runs under chroot in the guest tree); skipped, saying so, otherwise.
+//! Needs root (weston runs under chroot in the guest tree); reported as ignored otherwise.
 
 use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
@@ -19,6 +19,9 @@ use anyhow::anyhow;
 use anyhow::Result;
 use guest_programs::wayland::Client;
 use guest_programs::wayland::Transport;
+use integration::checks;
+use integration::checks::require;
+use integration::checks::Checked;
 use integration::guest::compositor::is_root;
 use integration::guest::compositor::Weston;
 use integration::guest::GuestEnv;
@@ -61,15 +64,8 @@ impl Transport for Socket {
     }
 }
 
-#[test]
-fn shadowed_frames_reach_weston_through_the_relay() -> Result<()> {
-    if !is_root() {
-        println!(
-            "SKIPPED shadowed_frames_reach_weston_through_the_relay: weston runs under chroot, \
-             which needs root"
-        );
-        return Ok(());
-    }
+fn shadowed_frames_reach_weston_through_the_relay() -> Checked {
+    require(is_root(), "weston runs under chroot, which needs root")?;
     let env = GuestEnv::prepare()?;
     let (width, height) = (320u32, 240u32);
     let weston = Weston::start(&env, "relay-weston", width, height)?;
@@ -134,5 +130,12 @@ fn shadowed_frames_reach_weston_through_the_relay() -> Result<()> {
     })();
     drop(relay);
     let _ = std::fs::remove_dir_all(&dir);
-    result
+    Ok(result?)
+}
+
+fn main() {
+    checks::run(&[(
+        "shadowed_frames_reach_weston_through_the_relay",
+        shadowed_frames_reach_weston_through_the_relay,
+    )]);
 }
