@@ -5,7 +5,7 @@
 //! Boots Linux guests in QEMU (TCG) with the reference device served over vfio-user by
 //! `reference-server`, and checks what the guest kernel sees and what its MMIO reaches.
 //!
-//! The first run builds the guest tree from Debian's packages (three to five minutes; see
+//! The first run builds the guest tree from Debian's packages (one to five minutes; see
 //! `integration::guest`); later runs take seconds per boot.
 
 use std::time::Duration;

@@ -112,7 +112,7 @@ fn prepare_guest() -> Result<GuestEnv, Failure> {
         println!(
             "demo: building the guest tree in {}: a Debian trixie tree with QEMU 11 and a Linux \
              kernel, from the Debian mirror in the host's apt sources (or $VFIO_USER_GUEST_MIRROR). \
-             This happens once and takes 3 to 5 minutes; progress goes to {}",
+             This happens once and takes 1 to 5 minutes; progress goes to {}",
             cache.display(),
             log.display()
         );

@@ -11,7 +11,7 @@
 //! guest gets one `vfio-user-pci` device per server. The console is printed as it arrives, then
 //! the results. Exits 0 when the script reported `@@DONE status=0`.
 //!
-//! The guest tree is built on first use (three to five minutes) in `$VFIO_USER_GUEST_DIR`, or
+//! The guest tree is built on first use (one to five minutes) in `$VFIO_USER_GUEST_DIR`, or
 //! else `target/guest` of this workspace.
 
 use std::path::PathBuf;

@@ -22,13 +22,11 @@ use anyhow::Result;
 
 use super::process::Guarded;
 
-/// Where the cache lives unless `$VFIO_USER_GUEST_DIR` says otherwise: `<workspace>/target/guest`.
-const DEFAULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/guest");
 const BUILD_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/guest/build-chroot.sh");
 /// Written by the build script into a complete tree.
 const BUILT_STAMP: &str = ".vfio-user-guest-stamp";
 const BUILD_LOG: &str = "build-chroot.log";
-/// A cold build takes three to five minutes on two cores; this only catches a hung download.
+/// A cold build takes one to five minutes on two cores; this only catches a hung download.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// The paths of everything a guest boot needs, all inside the cache directory.
@@ -65,7 +63,7 @@ pub struct Qemu {
 }
 
 impl GuestEnv {
-    /// Returns the cached environment, building it first if needed (three to five minutes; later
+    /// Returns the cached environment, building it first if needed (one to five minutes; later
     /// calls, from this or any other process, wait for a build under way and then reuse it).
     pub fn prepare() -> Result<GuestEnv> {
         let dir = GuestEnv::cache_dir();
@@ -81,12 +79,15 @@ impl GuestEnv {
     /// Where the tree, the build log and the run logs are kept: `$VFIO_USER_GUEST_DIR`, else
     /// `<workspace>/target/guest`.
     pub fn cache_dir() -> PathBuf {
-        let dir = match std::env::var_os("VFIO_USER_GUEST_DIR") {
+        match std::env::var_os("VFIO_USER_GUEST_DIR") {
             Some(dir) => PathBuf::from(dir),
-            None => PathBuf::from(DEFAULT_DIR),
-        };
-        // `.../integration/../target/guest` reads better resolved, where it exists already.
-        dir.canonicalize().unwrap_or(dir)
+            // This package's directory is `<workspace>/integration`.
+            None => Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .join("target")
+                .join("guest"),
+        }
     }
 
     /// Whether a complete tree is in the cache already, so that [`GuestEnv::prepare`] will not
