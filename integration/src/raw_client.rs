@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use vfio_user_server::protocol::command;
 use vfio_user_server::protocol::read_struct;
+use vfio_user_server::protocol::DeviceInfo;
 use vfio_user_server::protocol::Header;
 use vfio_user_server::protocol::Version;
 use vfio_user_server::protocol::HEADER_SIZE;
@@ -138,6 +139,15 @@ impl RawClient {
         body.extend_from_slice(QEMU_CAPABILITIES.as_bytes());
         body.push(0);
         self.call(command::VERSION, &body, &[])
+    }
+
+    /// DEVICE_GET_INFO with the 16-byte argsz of the version-0.0 structure.
+    pub fn device_info(&mut self) -> io::Result<Received> {
+        let info = DeviceInfo {
+            argsz: 16,
+            ..Default::default()
+        };
+        self.call(command::DEVICE_GET_INFO, info.as_bytes(), &[])
     }
 
     /// Whether the server closed the connection (reads end of stream within the timeout).

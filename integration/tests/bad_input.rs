@@ -31,13 +31,7 @@ fn assert_error(reply: &Received, errno: i32, body_len: usize) {
 
 /// The connection still works: a DEVICE_GET_INFO round trip succeeds.
 fn assert_alive(client: &mut RawClient) {
-    let info = DeviceInfo {
-        argsz: 16,
-        ..Default::default()
-    };
-    let reply = client
-        .call(command::DEVICE_GET_INFO, info.as_bytes(), &[])
-        .unwrap();
+    let reply = client.device_info().unwrap();
     assert!(!reply.header.is_error());
     assert_eq!(reply.body.len(), 16);
 }

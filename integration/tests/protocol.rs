@@ -127,13 +127,7 @@ fn qemu_startup_sequence() {
     }
     assert_eq!(read_u32(&mut client, regs::DMA_MAPS), 4);
 
-    let info = DeviceInfo {
-        argsz: 16,
-        ..Default::default()
-    };
-    let reply = client
-        .call(command::DEVICE_GET_INFO, info.as_bytes(), &[])
-        .unwrap();
+    let reply = client.device_info().unwrap();
     let info: DeviceInfo = read_struct(&reply.body).unwrap();
     assert!(info.num_regions >= 8 && info.num_irqs >= 3);
     assert_ne!(info.flags & DEVICE_FLAGS_PCI, 0);

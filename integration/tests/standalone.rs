@@ -21,9 +21,6 @@ use std::sync::Mutex;
 use integration::raw_client::RawClient;
 use integration::serve::SERVE_REFERENCE;
 use integration::serve::SERVE_VIRTIO;
-use vfio_user_server::protocol::command;
-use vfio_user_server::protocol::DeviceInfo;
-use zerocopy::IntoBytes;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -100,13 +97,7 @@ fn serves(exe: &Path, subcommand: &str, args: &[&str], dir: &Path) {
     );
     let mut client = RawClient::connect(&socket).unwrap();
     assert!(!client.negotiate().unwrap().header.is_error());
-    let info = DeviceInfo {
-        argsz: 16,
-        ..Default::default()
-    };
-    let reply = client
-        .call(command::DEVICE_GET_INFO, info.as_bytes(), &[])
-        .unwrap();
+    let reply = client.device_info().unwrap();
     assert!(!reply.header.is_error(), "{reply:?}");
     assert!(child.0.try_wait().unwrap().is_none());
 }
