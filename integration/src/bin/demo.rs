@@ -126,7 +126,7 @@ fn prepare_guest() -> Result<GuestEnv, Failure> {
             ),
             format!(
                 "read {}; if no Debian mirror was found or reachable, set \
-                 VFIO_USER_GUEST_MIRROR=http://deb.debian.org/debian (or a mirror near you)",
+                 VFIO_USER_GUEST_MIRROR to the URL of a Debian archive you can reach",
                 log.display()
             ),
         )
