@@ -33,6 +33,7 @@ use integration::guest;
 use integration::guest::compositor::is_root;
 use integration::guest::compositor::Weston;
 use integration::guest::programs;
+use integration::guest::shell_quote_path;
 use integration::guest::Boot;
 use integration::guest::GuestEnv;
 use integration::guest::GuestRun;
@@ -75,10 +76,6 @@ fn with_device_report(script: &str) -> String {
     format!("{}\n{script}", include_str!("../guest/report-device.sh"))
 }
 
-fn quoted(path: &Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
-}
-
 fn boot(
     name: &str,
     server: String,
@@ -110,7 +107,7 @@ fn crosvm_rng_reaches_the_guest() -> Checked {
         "crosvm-rng",
         format!(
             "{} device vfio-user-server rng --socket {{socket}}",
-            quoted(&crosvm)
+            shell_quote_path(&crosvm)
         ),
         &with_device_report(include_str!("../guest/crosvm-rng.sh")),
         &["virtio_rng"],
@@ -134,8 +131,8 @@ fn crosvm_block_keeps_what_the_guest_writes() -> Checked {
         "crosvm-blk",
         format!(
             "{} device vfio-user-server block --socket {{socket}} --file {}",
-            quoted(&crosvm),
-            quoted(&disk)
+            shell_quote_path(&crosvm),
+            shell_quote_path(&disk)
         ),
         include_str!("../guest/virtio.sh"),
         &["virtio_blk"],
@@ -199,9 +196,9 @@ fn crosvm_console_passes_text_both_ways() -> Checked {
         "crosvm-console",
         format!(
             "{} device vfio-user-server console --socket {{socket}} --input-file {} --output-file {}",
-            quoted(&crosvm),
-            quoted(&input),
-            quoted(&output)
+            shell_quote_path(&crosvm),
+            shell_quote_path(&input),
+            shell_quote_path(&output)
         ),
         &with_device_report(include_str!("../guest/crosvm-console.sh")),
         &[],
@@ -233,7 +230,7 @@ fn crosvm_gpu_binds_and_scans_out() -> Checked {
         "crosvm-gpu",
         format!(
             "{} device vfio-user-server gpu --socket {{socket}}",
-            quoted(&crosvm)
+            shell_quote_path(&crosvm)
         ),
         &with_device_report(include_str!("../guest/crosvm-gpu.sh")),
         &["virtio_gpu"],
@@ -343,7 +340,7 @@ fn crosvm_net_pings_the_host_tap() -> Checked {
         servers: vec![format!(
             "ip netns exec {} {} device vfio-user-server net --socket {{socket}} --tap-name vutap0",
             namespace.name,
-            quoted(&crosvm)
+            shell_quote_path(&crosvm)
         )],
         script: with_device_report(include_str!("../guest/crosvm-net.sh")),
         modules: vec!["virtio_net".to_string()],
@@ -384,7 +381,7 @@ fn crosvm_snd_makes_a_sound_card() -> Checked {
         "crosvm-snd",
         format!(
             "{} device vfio-user-server snd --socket {{socket}} --config backend=null,capture=true",
-            quoted(&crosvm)
+            shell_quote_path(&crosvm)
         ),
         &with_device_report(include_str!("../guest/crosvm-snd.sh")),
         &["virtio_snd"],
@@ -427,7 +424,7 @@ fn crosvm_snd_playback_reaches_the_host_file() -> Checked {
             servers: vec![format!(
                 "{} device vfio-user-server snd --socket {{socket}} \
                  --config backend=file,playback_path={},playback_size={capacity}",
-                quoted(&crosvm),
+                shell_quote_path(&crosvm),
                 dir.display()
             )],
             script,
@@ -524,8 +521,8 @@ fn crosvm_gpu_cross_domain_compositor_files_reach_the_guest() -> Checked {
             servers: vec![format!(
                 "{} device vfio-user-server gpu --socket {{socket}} --wayland-sock {} \
                  --params '{{\"context-types\":\"cross-domain\"}}'",
-                quoted(&crosvm),
-                quoted(&compositor_path),
+                shell_quote_path(&crosvm),
+                shell_quote_path(&compositor_path),
             )],
             script: "/bin/wayland-pattern --echo-fds\n".to_string(),
             modules: vec!["virtio_gpu".to_string()],
@@ -592,8 +589,8 @@ fn crosvm_fs_shares_a_directory() -> Checked {
         "crosvm-fs",
         format!(
             "{} device vfio-user-server fs --socket {{socket}} --shared-dir {} --tag shared",
-            quoted(&crosvm),
-            quoted(&dir)
+            shell_quote_path(&crosvm),
+            shell_quote_path(&dir)
         ),
         &with_device_report(include_str!("../guest/crosvm-fs.sh")),
         &["virtiofs"],
@@ -625,7 +622,7 @@ fn crosvm_vsock_binds() -> Checked {
         "crosvm-vsock",
         format!(
             "{} device vfio-user-server vsock --socket {{socket}} --cid 42",
-            quoted(&crosvm)
+            shell_quote_path(&crosvm)
         ),
         &with_device_report(include_str!("../guest/crosvm-vsock.sh")),
         &["vmw_vsock_virtio_transport"],
@@ -683,7 +680,7 @@ fn crosvm_input_keyboard_events_reach_the_guest() -> Checked {
             name: "crosvm-input".to_string(),
             servers: vec![format!(
                 "{} device vfio-user-server input --socket {{socket}} --input keyboard[path={}]",
-                quoted(&crosvm),
+                shell_quote_path(&crosvm),
                 events_path.display()
             )],
             script: with_device_report(include_str!("../guest/crosvm-input.sh")),
@@ -756,8 +753,8 @@ fn cross_domain_frames_reach_weston(trapped: bool) -> Checked {
     let server = format!(
         "{} device vfio-user-server gpu --socket {{socket}} --wayland-sock {} {} \
          --params '{{\"context-types\":\"cross-domain\",\"displays\":[{{\"mode\":{{\"windowed\":[{width},{height}]}}}}]}}'",
-        quoted(&crosvm),
-        quoted(&weston.socket()),
+        shell_quote_path(&crosvm),
+        shell_quote_path(&weston.socket()),
         if trapped { "--trapped-shared-memory" } else { "" },
     );
     let boot = Boot {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use anyhow::Result;
 use integration::guest;
+use integration::guest::shell_quote;
 use integration::guest::Boot;
 use integration::guest::GuestEnv;
 use integration::guest::GuestRun;
@@ -22,8 +23,10 @@ use integration::reference;
 const SCRIPT: &str = include_str!("../guest/reference-devices.sh");
 
 fn reference_server() -> String {
-    let binary = env!("CARGO_BIN_EXE_reference-server").replace('\'', r"'\''");
-    format!("'{binary}' --socket {{socket}}")
+    format!(
+        "{} --socket {{socket}}",
+        shell_quote(env!("CARGO_BIN_EXE_reference-server"))
+    )
 }
 
 /// Boots a guest with one reference device per server and returns its results once it has

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use integration::guest;
+use integration::guest::shell_quote;
 use integration::guest::Boot;
 use integration::guest::GuestEnv;
 use integration::guest::GuestRun;
@@ -22,14 +23,10 @@ const SCRIPT: &str = include_str!("../guest/virtio.sh");
 const DISK_SIZE: u64 = 128 << 20;
 const MODULES: [&str; 2] = ["virtio_blk", "virtio_rng"];
 
-fn quoted(path: &str) -> String {
-    format!("'{}'", path.replace('\'', r"'\''"))
-}
-
 fn server(args: &str) -> String {
     format!(
         "{} {args} --socket {{socket}}",
-        quoted(env!("CARGO_BIN_EXE_virtio-server"))
+        shell_quote(env!("CARGO_BIN_EXE_virtio-server"))
     )
 }
 
@@ -65,7 +62,10 @@ fn boot(name: &str, servers: Vec<String>, append: &str) -> Result<GuestRun> {
 fn rng_and_blk(disk: &Path) -> Vec<String> {
     vec![
         server("rng"),
-        server(&format!("blk --file {}", quoted(disk.to_str().unwrap()))),
+        server(&format!(
+            "blk --file {}",
+            shell_quote(disk.to_str().unwrap())
+        )),
     ]
 }
 

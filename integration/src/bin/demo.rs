@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use integration::guest;
 use integration::guest::compositor::is_root;
-use integration::guest::shell_quote;
+use integration::guest::shell_quote_path;
 use integration::guest::Boot;
 use integration::guest::GuestEnv;
 use integration::serve;
@@ -169,7 +169,7 @@ fn run() -> Result<(), Failure> {
         format!(
             "{} blk --file {} --socket {{socket}}",
             command(SERVE_VIRTIO)?,
-            shell_quote(&disk.to_string_lossy())
+            shell_quote_path(&disk)
         ),
     ];
     println!(

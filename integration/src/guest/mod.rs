@@ -52,6 +52,7 @@ pub use self::env::Qemu;
 use self::process::Guarded;
 use self::qemu::QemuConfig;
 pub use self::server::shell_quote;
+pub use self::server::shell_quote_path;
 use self::server::RunningServer;
 
 /// One guest boot.

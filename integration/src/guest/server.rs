@@ -159,6 +159,11 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// `path` in single quotes for `sh` (lossily, if it is not UTF-8).
+pub fn shell_quote_path(path: &Path) -> String {
+    shell_quote(&path.to_string_lossy())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
