@@ -10,9 +10,6 @@ mod common;
 use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::process::Child;
-use std::process::Command;
-use std::process::Stdio;
 
 use common::*;
 use integration::virtio::blk::SERIAL;
@@ -32,43 +29,8 @@ const DESC_F_NEXT: u16 = 1;
 const DESC_F_WRITE: u16 = 2;
 
 /// A virtio server process on its own socket.
-struct VirtioServer {
-    child: Child,
-    dir: std::path::PathBuf,
-    socket: std::path::PathBuf,
-}
-
-impl VirtioServer {
-    fn start(args: &[&str]) -> VirtioServer {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "vfio-user-virtio-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("virtio.sock");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_virtio-server"))
-            .args(args)
-            .arg("--socket")
-            .arg(&socket)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
-        assert!(line.contains("listening"), "{line}");
-        VirtioServer { child, dir, socket }
-    }
-}
-
-impl Drop for VirtioServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn virtio_server(args: &[&str]) -> ServerProcess {
+    ServerProcess::start_with(env!("CARGO_BIN_EXE_virtio-server"), args)
 }
 
 /// The test's side of a virtio-pci device: a minimal modern driver with one split queue.
@@ -219,7 +181,7 @@ impl Driver {
 
 #[test]
 fn rng_fills_buffers_with_the_known_stream() {
-    let server = VirtioServer::start(&["rng"]);
+    let server = virtio_server(&["rng"]);
     let mut driver = Driver::start(&server.socket, 4, 1);
     driver.write_desc(0, BUFFERS, 300, DESC_F_WRITE, 0);
     assert_eq!(driver.submit(0, Some(1)), 300);
@@ -234,7 +196,7 @@ fn rng_fills_buffers_with_the_known_stream() {
 
 #[test]
 fn rng_works_with_intx_when_msix_is_off() {
-    let server = VirtioServer::start(&["rng"]);
+    let server = virtio_server(&["rng"]);
     let mut driver = Driver::start(&server.socket, 4, 0xffff);
     driver.write_desc(0, BUFFERS, 16, DESC_F_WRITE, 0);
     assert_eq!(driver.submit(0, None), 16);
@@ -268,7 +230,7 @@ fn blk_writes_reach_the_file_and_read_back() {
     std::fs::create_dir_all(&dir).unwrap();
     let disk = dir.join("disk.img");
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
-    let server = VirtioServer::start(&["blk", "--file", disk.to_str().unwrap()]);
+    let server = virtio_server(&["blk", "--file", disk.to_str().unwrap()]);
     let mut driver = Driver::start(&server.socket, 2, 1);
 
     let mut capacity = [0u8; 8];
@@ -298,4 +260,49 @@ fn blk_writes_reach_the_file_and_read_back() {
     assert_eq!(blk_request(&mut driver, 99, 0, 0).0, 2);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A client that shrinks its memory file under a running device loses its connection; the
+/// server logs the fault and serves the next client.
+fn shrinking_memory_drops_only_that_client(args: &[&str], device_id: u16) {
+    let mut server = virtio_server(args);
+    let mut driver = Driver::start(&server.socket, device_id, 1);
+    // The rings live at 0x1000..0x4000; after this, every page past the first faults.
+    driver.ram.file.set_len(0x1000).unwrap();
+    // The device may handle the notify before the reply (the reply is then lost with the
+    // connection) or on a worker thread.
+    let _ = driver
+        .client
+        .region_write(0, NOTIFY_CFG, &0u16.to_le_bytes());
+    let log = server.log_containing("guest memory fault at");
+    assert!(
+        log.contains("guest memory fault at 0x"),
+        "the fault is logged: {log}"
+    );
+    // The connection is gone: the next request fails instead of hanging.
+    let mut data = [0u8; 4];
+    assert!(driver.client.region_read(0, ISR_CFG, &mut data).is_err());
+    assert!(server.alive());
+    drop(driver);
+    let mut driver = Driver::start(&server.socket, device_id, 1);
+    assert_eq!(driver.status() & 4, 4, "the next client drives the device");
+    if device_id == 4 {
+        driver.write_desc(0, BUFFERS, 16, DESC_F_WRITE, 0);
+        assert_eq!(driver.submit(0, Some(1)), 16);
+    }
+}
+
+#[test]
+fn rng_survives_a_client_that_shrinks_its_memory() {
+    shrinking_memory_drops_only_that_client(&["rng"], 4);
+}
+
+#[test]
+fn blk_survives_a_client_that_shrinks_its_memory() {
+    let dir = std::env::temp_dir().join(format!("virtio-blk-shrink-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    shrinking_memory_drops_only_that_client(&["blk", "--file", disk.to_str().unwrap()], 2);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -38,7 +38,7 @@ impl Default for ServerCapabilities {
         ServerCapabilities {
             max_msg_fds: 16,
             max_data_xfer_size: 1 << 20,
-            max_dma_maps: 65535,
+            max_dma_maps: 1024,
             pgsizes: 4096,
             migration_pgsize: 4096,
             write_multiple: true,

@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::irq::irq_info_flags;
 use crate::irq::IrqSetRequest;
+use crate::message::zeroed;
 use crate::message::Message;
 use crate::message::Transport;
 use crate::pci::split_config_access;
@@ -156,7 +157,10 @@ impl<T: Transport + Pollable> Connection<'_, T> {
         shape[..echo].copy_from_slice(&message.body[..echo]);
         if message.header.command == command::REGION_READ {
             if let Some(access) = read_struct::<RegionAccess>(&message.body) {
-                if access.count <= self.channel.ours.max_data_xfer_size {
+                // Without memory for the data the reply is short; the connection lives on.
+                if access.count <= self.channel.ours.max_data_xfer_size
+                    && shape.try_reserve_exact(access.count as usize).is_ok()
+                {
                     shape.resize(size + access.count as usize, 0xff);
                 }
             }
@@ -512,7 +516,7 @@ impl<T: Transport + Pollable> Connection<'_, T> {
     fn region_read(&mut self, message: &mut Message) -> Result<()> {
         let access: RegionAccess = fixed(message)?;
         self.check_access(access.region, access.offset, u64::from(access.count), false)?;
-        let mut data = vec![0u8; access.count as usize];
+        let mut data = zeroed(access.count as usize)?;
         self.read_region(access.region, access.offset, &mut data)?;
         self.channel
             .reply(&message.header, &[access.as_bytes(), &data], &[])

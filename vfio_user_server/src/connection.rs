@@ -47,6 +47,8 @@ use crate::sys;
 /// Client commands that arrive while the server waits for a reply to its own request are kept
 /// here; a client that floods them is cut off.
 const MAX_BACKLOG: usize = 4096;
+/// The backlog's bound in bytes: 4096 commands of the largest size would be 4 GiB.
+const MAX_BACKLOG_BYTES: usize = 16 << 20;
 /// How long the server waits for the client to answer a DMA_READ/DMA_WRITE.
 const CLIENT_REPLY_TIMEOUT_MS: i32 = 5000;
 
@@ -54,11 +56,21 @@ const CLIENT_REPLY_TIMEOUT_MS: i32 = 5000;
 pub trait Pollable {
     /// Waits until data can be read or `timeout_ms` passes; true if readable.
     fn wait_readable(&self, timeout_ms: i32) -> io::Result<bool>;
+
+    /// The socket to shut down when the client's memory faults under the server, so that
+    /// whoever waits on the connection wakes up to a disconnect; `None` if there is none.
+    fn socket(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 }
 
 impl Pollable for UnixStream {
     fn wait_readable(&self, timeout_ms: i32) -> io::Result<bool> {
         sys::wait_readable(self.as_fd(), timeout_ms)
+    }
+
+    fn socket(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
     }
 }
 
@@ -83,6 +95,8 @@ pub(crate) struct Channel<T> {
     pub(crate) client: Option<ClientCapabilities>,
     reader: MessageReader,
     backlog: VecDeque<Message>,
+    /// Body bytes in `backlog`.
+    backlog_bytes: usize,
     next_request_id: u16,
 }
 
@@ -94,6 +108,7 @@ impl<T: Transport + Pollable> Channel<T> {
 
     fn next_message(&mut self) -> Result<Incoming> {
         if let Some(message) = self.backlog.pop_front() {
+            self.backlog_bytes -= message.body.len();
             return Ok(Incoming::Message(message));
         }
         let max = self.max_message_size();
@@ -171,11 +186,14 @@ impl<T: Transport + Pollable> Channel<T> {
             {
                 return Ok(message);
             }
-            if self.backlog.len() >= MAX_BACKLOG {
+            if self.backlog.len() >= MAX_BACKLOG
+                || self.backlog_bytes + message.body.len() > MAX_BACKLOG_BYTES
+            {
                 return Err(Error::Socket(io::Error::other(
                     "too many client commands while waiting for a reply",
                 )));
             }
+            self.backlog_bytes += message.body.len();
             self.backlog.push_back(message);
         }
     }
@@ -259,6 +277,11 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
     ) -> std::result::Result<Connection<'d, T>, InvalidDescription> {
         let description = validate(device.description())?;
         let memory = GuestMemory::new(capabilities.max_dma_maps as usize);
+        match transport.socket().map(|socket| socket.try_clone_to_owned()) {
+            Some(Ok(socket)) => memory.lock().set_fault_socket(socket),
+            Some(Err(e)) => warn!("faults on the client's memory will not wake the loop: {e}"),
+            None => {}
+        }
         let interrupts = Interrupts::new(description.irqs);
         let region_maps =
             Arc::new(RegionMapQueue::new().map_err(|e| {
@@ -273,6 +296,7 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
                 client: None,
                 reader: MessageReader::default(),
                 backlog: VecDeque::new(),
+                backlog_bytes: 0,
                 next_request_id: 0,
             },
             bars: BarRegisters::new(&description.regions),
@@ -439,7 +463,13 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
     }
 
     fn close(&mut self, why: &str) -> Status {
-        debug!("closing connection: {why}");
+        match self.memory.first_fault() {
+            Some(address) => warn!(
+                "guest memory fault at {address:#x}: the client's file no longer backs its DMA \
+                 map (it shrank?); dropping the client"
+            ),
+            None => debug!("closing connection: {why}"),
+        }
         self.teardown();
         Status::Closed
     }
@@ -453,17 +483,22 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
         self.torn_down = true;
         self.region_maps.set_enabled(false);
         self.interrupts.clear();
-        let maps: Vec<(u64, u64)> = self
-            .memory
-            .lock()
-            .regions()
-            .map(|region| (region.address, region.size))
-            .collect();
-        for (address, size) in maps {
+        self.memory.lock().hang_up();
+        // One map at a time: a client that holds the most maps it may can have left the
+        // process with little to allocate (address space, mappings), and this needs nothing.
+        loop {
+            let first = self
+                .memory
+                .lock()
+                .regions()
+                .next()
+                .map(|region| (region.address, region.size));
+            let Some((address, size)) = first else {
+                break;
+            };
             self.device.dma_unmapping(address, size);
+            drop(self.memory.lock().remove_first());
         }
-        let unmapped = self.memory.lock().clear();
-        drop(unmapped);
         self.device.disconnected();
         if let Err(e) = self.device.reset() {
             warn!("device reset after disconnect failed: {e}");

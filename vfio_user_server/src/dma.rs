@@ -7,6 +7,13 @@
 //! Every access holds the table's read lock for the length of the copy, and DMA_UNMAP takes the
 //! write lock: an unmap therefore waits for in-flight accesses to the region before the server
 //! replies, and no access can start on a region once it is gone.
+//!
+//! What a client cannot do to the server through its maps: a map is refused unless its fd is a
+//! regular file opened for the access asked, the range lies inside the file, and the bounds
+//! (maps, distinct files) leave room. A file that shrinks later, under the server's mapping,
+//! does not end the process: every mapping is guarded against SIGBUS (`sys::FaultGuard`), and a
+//! fault fails the access and drops the client. Files the client sealed against shrinking
+//! (QEMU's memfd backend seals by default) cannot fault that way at all.
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -19,13 +26,23 @@ use std::sync::RwLockReadGuard;
 use std::sync::RwLockWriteGuard;
 use std::sync::Weak;
 
+use log::debug;
+
 use crate::error::Error;
 use crate::error::Result;
 use crate::protocol::DmaMap;
 use crate::protocol::DMA_MAP_FLAG_READ;
 use crate::protocol::DMA_MAP_FLAG_WRITE;
 use crate::sys;
+use crate::sys::FaultAlarm;
+use crate::sys::FaultGuard;
+use crate::sys::FileFacts;
 use crate::sys::MappedFile;
+
+/// Most distinct files the maps of one client may use at once. The server keeps one fd per file,
+/// so this bounds the fds a client can make it hold. QEMU sends one memfd per RAM block (a few;
+/// at most one per memory slot, of which it has 256), cloud-hypervisor one per memory zone.
+pub const MAX_DMA_FILES: usize = 256;
 
 /// One DMA map as the client described it.
 #[derive(Debug)]
@@ -36,12 +53,16 @@ pub struct DmaRegion {
     pub writable: bool,
     /// Offset of the map in the client's fd (0 without an fd).
     pub file_offset: u64,
+    /// The client sealed the file against shrinking, so the map cannot fault past its end.
+    pub sealed: bool,
     /// The server's own mapping, when the client sent an fd.
     mapping: Option<Mapping>,
 }
 
 #[derive(Debug)]
 struct Mapping {
+    /// Declared before `file`: the guard ends before the mapping goes.
+    guard: FaultGuard,
     file: MappedFile,
     /// The client's fd, kept so that a device can map the memory its own way (a VMM library
     /// that builds its guest memory from fds, as crosvm's does).
@@ -58,6 +79,13 @@ impl DmaRegion {
 
     pub fn is_mapped(&self) -> bool {
         self.mapping.is_some()
+    }
+
+    /// Whether a fault replaced the server's mapping (see `sys::FaultGuard`).
+    fn faulted(&self) -> bool {
+        self.mapping
+            .as_ref()
+            .is_some_and(|mapping| mapping.guard.faulted())
     }
 
     fn same_as(&self, other: &DmaMap, has_fd: bool) -> bool {
@@ -78,6 +106,44 @@ impl DmaRegion {
     }
 }
 
+/// Checks, before anything is mapped, that the client's file can back `map` as asked.
+fn vet_file(map: &DmaMap, facts: &FileFacts, writable: bool) -> Result<()> {
+    // Rule: only a regular file has a size, which bounds what the mapping may touch; a device
+    // node could map anything.
+    if !facts.regular {
+        return Err(Error::DmaMapFdNotAFile {
+            address: map.address,
+            kind: facts.kind,
+        });
+    }
+    let refuse = |access, why| Error::DmaMapFdAccess {
+        address: map.address,
+        access,
+        why,
+    };
+    // Rule: mmap needs an fd opened for reading, whatever the protection.
+    if !facts.readable {
+        return Err(refuse("at all", "the fd was not opened for reading"));
+    }
+    // Rule: a writable shared mapping needs an fd opened for writing and no write seal.
+    if writable && !facts.writable {
+        return Err(refuse("writable", "the fd was opened read-only"));
+    }
+    if writable && facts.sealed_against_writing {
+        return Err(refuse("writable", "the file is sealed against writes"));
+    }
+    // Rule: the map lies inside the file; a page past its end faults on the first access.
+    match map.offset.checked_add(map.size) {
+        Some(end) if end <= facts.size => Ok(()),
+        _ => Err(Error::DmaMapBeyondFile {
+            address: map.address,
+            size: map.size,
+            offset: map.offset,
+            file_size: facts.size,
+        }),
+    }
+}
+
 /// One DMA map as devices see it.
 #[derive(Clone, Debug)]
 pub struct DmaMapInfo {
@@ -87,10 +153,12 @@ pub struct DmaMapInfo {
     pub writable: bool,
     /// The client's fd and the map's offset in it; `None` for memory reached with messages.
     pub fd: Option<(Arc<OwnedFd>, u64)>,
+    /// The client sealed the file against shrinking: a mapping of it cannot fault past its end.
+    pub sealed: bool,
 }
 
 /// The client's DMA maps, keyed by start address. Maps never overlap.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DmaTable {
     regions: BTreeMap<u64, DmaRegion>,
     max_maps: usize,
@@ -99,6 +167,14 @@ pub struct DmaTable {
     /// One kept fd per file, by (device, inode): QEMU sends the same memfd for many maps, and
     /// an fd per map would run into the process's fd limit long before `max_dma_maps`.
     files: HashMap<(u64, u64), Weak<OwnedFd>>,
+    /// Where faults on the mappings are reported.
+    alarm: Arc<FaultAlarm>,
+}
+
+impl Default for DmaTable {
+    fn default() -> Self {
+        DmaTable::new(0)
+    }
 }
 
 impl DmaTable {
@@ -108,7 +184,20 @@ impl DmaTable {
             max_maps,
             generation: 0,
             files: HashMap::new(),
+            alarm: FaultAlarm::new(None),
         }
+    }
+
+    /// Shuts `socket` (the connection's) down when the client's memory faults, waking whoever
+    /// waits on it to a disconnect. Only for a table that has no maps yet.
+    pub(crate) fn set_fault_socket(&mut self, socket: OwnedFd) {
+        debug_assert!(self.regions.is_empty());
+        self.alarm = FaultAlarm::new(Some(socket));
+    }
+
+    /// The client's address of the first fault on its memory, if one happened.
+    pub fn first_fault(&self) -> Option<u64> {
+        self.alarm.first_fault()
     }
 
     /// Adds a map; with an fd the memory is mapped MAP_SHARED once, here.
@@ -145,24 +234,24 @@ impl DmaTable {
         }
         let readable = map.flags & DMA_MAP_FLAG_READ != 0;
         let writable = map.flags & DMA_MAP_FLAG_WRITE != 0;
-        let mapping = match fd {
+        let (mapping, sealed) = match fd {
             Some(fd) => {
-                let page = sys::page_size();
-                let aligned = map.offset & !(page - 1);
-                let delta = map.offset - aligned;
-                let len = usize::try_from(map.size)
-                    .ok()
-                    .and_then(|size| size.checked_add(delta as usize))
-                    .ok_or(invalid)?;
-                let file = MappedFile::map(fd.as_fd(), aligned, len, readable, writable)
-                    .map_err(Error::Mmap)?;
-                Some(Mapping {
-                    file,
-                    fd: self.share_fd(fd),
-                    delta: delta as usize,
-                })
+                let (mapping, facts) = self.map_fd(map, fd, readable, writable)?;
+                debug!(
+                    "DMA map {:#x}+{:#x}: offset {:#x} of a {:#x}-byte file, {}",
+                    map.address,
+                    map.size,
+                    map.offset,
+                    facts.size,
+                    if facts.sealed_against_shrinking {
+                        "sealed against shrinking"
+                    } else {
+                        "not sealed: guarded against faults"
+                    }
+                );
+                (Some(mapping), facts.sealed_against_shrinking)
             }
-            None => None,
+            None => (None, false),
         };
         self.generation += 1;
         self.regions.insert(
@@ -173,10 +262,62 @@ impl DmaTable {
                 readable,
                 writable,
                 file_offset: map.offset,
+                sealed,
                 mapping,
             },
         );
         Ok(())
+    }
+
+    /// Vets the client's fd for `map` and maps it MAP_SHARED, guarded against faults.
+    fn map_fd(
+        &mut self,
+        map: &DmaMap,
+        fd: OwnedFd,
+        readable: bool,
+        writable: bool,
+    ) -> Result<(Mapping, FileFacts)> {
+        let facts = sys::file_facts(fd.as_fd()).map_err(Error::Mmap)?;
+        vet_file(map, &facts, writable)?;
+        // Rule: the distinct files kept are bounded (one fd each).
+        if self.kept_fd(facts.identity).is_none() && self.live_files() >= MAX_DMA_FILES {
+            return Err(Error::DmaMapTooManyFiles(MAX_DMA_FILES));
+        }
+        let page = sys::page_size();
+        let aligned = map.offset & !(page - 1);
+        let delta = map.offset - aligned;
+        let len = usize::try_from(map.size)
+            .ok()
+            .and_then(|size| size.checked_add(delta as usize))
+            .ok_or(Error::DmaMapInvalid {
+                address: map.address,
+                size: map.size,
+            })?;
+        let file =
+            MappedFile::map(fd.as_fd(), aligned, len, readable, writable).map_err(Error::Mmap)?;
+        // SAFETY: `file` is a mapping of the client's memory only, owned by the `Mapping` built
+        // below together with the guard, which is dropped first (field order). Accesses hold the
+        // table's read lock, and a map leaves the table only under the write lock, so none runs
+        // when the guard goes.
+        let guard = unsafe {
+            FaultGuard::new(
+                file.as_ptr(),
+                file.len(),
+                map.address.wrapping_sub(delta),
+                self.alarm.clone(),
+            )
+        }
+        .map_err(|source| Error::DmaMapUnguarded {
+            address: map.address,
+            source,
+        })?;
+        let mapping = Mapping {
+            guard,
+            file,
+            fd: self.share_fd(fd, facts.identity),
+            delta: delta as usize,
+        };
+        Ok((mapping, facts))
     }
 
     /// The `(address, size)` of every map inside `address..address+size`. A map that lies only
@@ -209,19 +350,37 @@ impl DmaTable {
             .collect())
     }
 
-    /// Removes every map.
-    pub fn clear(&mut self) -> Vec<DmaRegion> {
+    /// Removes the map with the lowest address, if any. Unlike [`DmaTable::remove`], it needs
+    /// no memory but the map's own, so a disconnect can always release everything.
+    pub fn remove_first(&mut self) -> Option<DmaRegion> {
         self.generation += 1;
+        self.regions.pop_first().map(|(_, region)| region)
+    }
+
+    /// Ends the client's hold on the server: shuts the connection's socket down, so the client
+    /// sees the end even if another fd of the socket lives on, and forgets it.
+    pub(crate) fn hang_up(&mut self) {
+        self.alarm.hang_up();
+        self.alarm = FaultAlarm::new(None);
         self.files.clear();
-        std::mem::take(&mut self.regions).into_values().collect()
+    }
+
+    /// The fd kept for the file with `identity`, while a map uses it.
+    fn kept_fd(&self, identity: (u64, u64)) -> Option<Arc<OwnedFd>> {
+        self.files.get(&identity).and_then(Weak::upgrade)
+    }
+
+    /// Files that maps use.
+    fn live_files(&self) -> usize {
+        self.files
+            .values()
+            .filter(|kept| kept.strong_count() > 0)
+            .count()
     }
 
     /// The kept fd for the file behind `fd`: an earlier map's if it is the same file, else `fd`.
-    fn share_fd(&mut self, fd: OwnedFd) -> Arc<OwnedFd> {
-        let Ok(identity) = sys::file_identity(fd.as_fd()) else {
-            return Arc::new(fd);
-        };
-        if let Some(kept) = self.files.get(&identity).and_then(Weak::upgrade) {
+    fn share_fd(&mut self, fd: OwnedFd, identity: (u64, u64)) -> Arc<OwnedFd> {
+        if let Some(kept) = self.kept_fd(identity) {
             return kept;
         }
         // Forget files no map uses any more before remembering this one.
@@ -321,6 +480,10 @@ pub struct GuestSlice<'a> {
     ptr: *mut u8,
     len: usize,
     writable: bool,
+    /// The client's address of the slice.
+    address: u64,
+    /// The map the slice lies in (none for an empty slice), for its fault mark.
+    region: Option<&'a DmaRegion>,
     _table: PhantomData<&'a DmaTable>,
 }
 
@@ -339,7 +502,7 @@ impl GuestSlice<'_> {
         // SAFETY: check() proved offset..offset+len lies inside the mapping, which the table's
         // read lock keeps alive; buf is a distinct Rust buffer.
         unsafe { sys::copy_guest(self.ptr.add(offset), buf.as_mut_ptr(), buf.len()) };
-        Ok(())
+        self.check_fault(offset)
     }
 
     /// Copies `data` into the slice starting at `offset`.
@@ -353,7 +516,18 @@ impl GuestSlice<'_> {
         }
         // SAFETY: as in read_at, and the mapping is writable.
         unsafe { sys::copy_guest(data.as_ptr(), self.ptr.add(offset), data.len()) };
-        Ok(())
+        self.check_fault(offset)
+    }
+
+    /// Fails if the memory faulted (see `sys::FaultGuard`): what was copied is not the
+    /// client's.
+    fn check_fault(&self, offset: usize) -> Result<()> {
+        match self.region {
+            Some(region) if region.faulted() => Err(Error::DmaAccessFaulted {
+                address: self.address + offset as u64,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The host address of the slice, for handing to a system call (e.g. an iovec). It is valid
@@ -402,6 +576,11 @@ impl GuestMemory {
             // SAFETY: pieces() proved address..+len lies inside this region's mapping, which the
             // read lock keeps mapped; dst is a distinct Rust buffer of the same length.
             unsafe { sys::copy_guest(src, dst.as_mut_ptr(), piece.len) };
+            if piece.region.faulted() {
+                return Err(Error::DmaAccessFaulted {
+                    address: piece.address,
+                });
+            }
         }
         Ok(())
     }
@@ -420,6 +599,11 @@ impl GuestMemory {
             let src = &data[piece.buf_offset..piece.buf_offset + piece.len];
             // SAFETY: as in read(); the region was mapped writable (pieces() checked `writable`).
             unsafe { sys::copy_guest(src.as_ptr(), dst, piece.len) };
+            if piece.region.faulted() {
+                return Err(Error::DmaAccessFaulted {
+                    address: piece.address,
+                });
+            }
         }
         Ok(())
     }
@@ -455,9 +639,17 @@ impl GuestMemory {
             ptr,
             len,
             writable: region.writable,
+            address,
+            region: Some(region),
             _table: PhantomData,
         };
-        Ok(f(&slice))
+        let result = f(&slice);
+        // What `f` did through the slice's pointer (an iovec for a system call, say) is not
+        // checked by the slice itself.
+        if region.faulted() {
+            return Err(Error::DmaAccessFaulted { address });
+        }
+        Ok(result)
     }
 
     /// Whether every byte of the range is inside a map (mmapped or not).
@@ -509,6 +701,7 @@ impl GuestMemory {
                     .mapping
                     .as_ref()
                     .map(|mapping| (mapping.fd.clone(), region.file_offset)),
+                sealed: region.sealed,
             })
             .collect()
     }
@@ -522,6 +715,37 @@ impl GuestMemory {
     pub fn map_count(&self) -> usize {
         self.read_table().len()
     }
+
+    /// The client's address of the first fault on its memory, if one happened; the connection
+    /// is dropped then (see `sys::FaultGuard`).
+    pub fn first_fault(&self) -> Option<u64> {
+        self.read_table().first_fault()
+    }
+
+    /// Guards a mapping of the client's memory that a device made itself (from the fds in
+    /// [`GuestMemory::maps`]), as the server's own are: a fault in it replaces it with zeros and
+    /// drops the client instead of ending the process. `client_address` is where `ptr` lies in
+    /// the client's address space, for the report.
+    ///
+    /// # Safety
+    /// As `sys::FaultGuard::new`: `ptr..ptr + len` is a mapping the caller owns that holds only
+    /// the client's memory, stays mapped until the guard is dropped, and is not being accessed
+    /// when it is.
+    pub unsafe fn guard_mapping(
+        &self,
+        ptr: *mut u8,
+        len: usize,
+        client_address: u64,
+    ) -> Result<FaultGuard> {
+        let alarm = self.read_table().alarm.clone();
+        // SAFETY: the caller's contract is FaultGuard::new's.
+        unsafe { FaultGuard::new(ptr, len, client_address, alarm) }.map_err(|source| {
+            Error::DmaMapUnguarded {
+                address: client_address,
+                source,
+            }
+        })
+    }
 }
 
 fn empty_slice<'a>() -> GuestSlice<'a> {
@@ -529,15 +753,20 @@ fn empty_slice<'a>() -> GuestSlice<'a> {
         ptr: std::ptr::NonNull::dangling().as_ptr(),
         len: 0,
         writable: false,
+        address: 0,
+        region: None,
         _table: PhantomData,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+    use std::os::fd::FromRawFd;
     use std::os::fd::OwnedFd;
 
     use super::*;
+    use crate::error::Disposition;
 
     fn memfd(size: u64) -> OwnedFd {
         sys::memfd(c"dma-test", size).unwrap().into()
@@ -630,7 +859,174 @@ mod tests {
         assert!(table.remove(0x1000, 0x1000).is_err());
         assert_eq!(table.remove(0x1000, 0x2000).unwrap().len(), 1);
         assert_ne!(table.generation, generation);
-        assert_eq!(table.clear().len(), 1);
+        assert!(table.remove_first().is_some());
+        assert!(table.remove_first().is_none());
+    }
+
+    #[test]
+    fn fds_are_vetted_before_they_are_mapped() {
+        let mut table = DmaTable::new(16);
+        // Past the end of the file, from the start or from an offset.
+        let small = memfd(0x1000);
+        assert!(matches!(
+            table.add(&map(0x10000, 0x200000, 0), Some(small)),
+            Err(Error::DmaMapBeyondFile {
+                file_size: 0x1000,
+                ..
+            })
+        ));
+        assert!(matches!(
+            table.add(&map(0x10000, 0x1000, 0x400000), Some(memfd(0x200000))),
+            Err(Error::DmaMapBeyondFile { .. })
+        ));
+        assert!(matches!(
+            table.add(&map(0x10000, 0x1000, u64::MAX - 0xfff), Some(memfd(0x1000))),
+            Err(Error::DmaMapBeyondFile { .. })
+        ));
+        // Not a regular file.
+        let (socket, _) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(matches!(
+            table.add(&map(0x10000, 0x1000, 0), Some(socket.into())),
+            Err(Error::DmaMapFdNotAFile {
+                kind: "a socket",
+                ..
+            })
+        ));
+        // Read-only fd, asked for a writable map; sealed against writes.
+        let dir = std::env::temp_dir().join(format!("dma-vet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ram");
+        std::fs::write(&path, vec![0u8; 0x1000]).unwrap();
+        let read_only = std::fs::File::open(&path).unwrap();
+        assert!(matches!(
+            table.add(&map(0x10000, 0x1000, 0), Some(read_only.into())),
+            Err(Error::DmaMapFdAccess {
+                access: "writable",
+                ..
+            })
+        ));
+        let mut read_map = map(0x10000, 0x1000, 0);
+        read_map.flags = DMA_MAP_FLAG_READ;
+        table
+            .add(&read_map, Some(std::fs::File::open(&path).unwrap().into()))
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let sealed = sealable_memfd(0x1000);
+        add_seals(&sealed, libc::F_SEAL_WRITE);
+        assert!(matches!(
+            table.add(&map(0x20000, 0x1000, 0), Some(sealed)),
+            Err(Error::DmaMapFdAccess {
+                access: "writable",
+                why: "the file is sealed against writes",
+                ..
+            })
+        ));
+        assert_eq!(table.len(), 1, "only the read-only map of the read-only fd");
+    }
+
+    fn add_seals(fd: &OwnedFd, seals: i32) {
+        // SAFETY: no pointers; the result is checked.
+        let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+        assert_eq!(ret, 0);
+    }
+
+    fn sealable_memfd(size: u64) -> OwnedFd {
+        // SAFETY: a valid NUL-terminated name; the result is checked.
+        let fd = unsafe {
+            libc::memfd_create(
+                c"dma-test".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        assert!(fd >= 0);
+        // SAFETY: memfd_create returned a new fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let file = std::fs::File::from(fd);
+        file.set_len(size).unwrap();
+        file.into()
+    }
+
+    #[test]
+    fn sealed_files_are_reported() {
+        let memory = GuestMemory::new(4);
+        let sealed = sealable_memfd(0x2000);
+        add_seals(&sealed, libc::F_SEAL_SHRINK);
+        memory
+            .lock()
+            .add(&map(0x1000, 0x1000, 0), Some(sealed))
+            .unwrap();
+        memory
+            .lock()
+            .add(&map(0x4000, 0x1000, 0), Some(memfd(0x1000)))
+            .unwrap();
+        let sealed: Vec<bool> = memory.maps().iter().map(|map| map.sealed).collect();
+        assert_eq!(sealed, vec![true, false]);
+    }
+
+    #[test]
+    fn distinct_files_are_bounded() {
+        let mut table = DmaTable::new(MAX_DMA_FILES + 8);
+        let mut address = 0x100000;
+        for _ in 0..MAX_DMA_FILES {
+            table
+                .add(&map(address, 0x1000, 0), Some(memfd(0x1000)))
+                .unwrap();
+            address += 0x1000;
+        }
+        assert!(matches!(
+            table.add(&map(address, 0x1000, 0), Some(memfd(0x1000))),
+            Err(Error::DmaMapTooManyFiles(MAX_DMA_FILES))
+        ));
+        // Another map of a file already kept costs no fd.
+        let kept = table
+            .regions()
+            .next()
+            .unwrap()
+            .mapping
+            .as_ref()
+            .unwrap()
+            .fd
+            .clone();
+        let again = kept.try_clone().unwrap();
+        drop(kept);
+        table.add(&map(address, 0x1000, 0), Some(again)).unwrap();
+        // Unmapping frees room.
+        table.remove(0x100000, 0x1000).unwrap();
+        let _ = table.remove(0x101000, 0x1000).unwrap();
+        table
+            .add(&map(address + 0x1000, 0x1000, 0), Some(memfd(0x1000)))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_file_that_shrinks_fails_the_access_instead_of_the_process() {
+        let memory = GuestMemory::new(4);
+        let file = memfd(0x4000);
+        let shrinker = std::fs::File::from(file.try_clone().unwrap());
+        memory
+            .lock()
+            .add(&map(0x10000, 0x4000, 0), Some(file))
+            .unwrap();
+        memory.write(0x13000, b"last page").unwrap();
+        shrinker.set_len(0x1000).unwrap();
+        assert_eq!(memory.first_fault(), None);
+        let mut back = [0u8; 9];
+        assert!(matches!(
+            memory.read(0x13000, &mut back),
+            Err(Error::DmaAccessFaulted { address: 0x13000 })
+        ));
+        assert!(Error::DmaAccessFaulted { address: 0 }.disposition() != Disposition::Reply(14));
+        // Where the copy touched the page first.
+        let fault = memory.first_fault().unwrap();
+        assert!((0x13000..0x13009).contains(&fault), "{fault:#x}");
+        // The whole map is gone now, the page still backed by the file included.
+        assert!(memory.write(0x10000, b"x").is_err());
+        assert!(memory
+            .with_slice(0x10000, 16, |slice| slice
+                .read_at(0, &mut [0u8; 4])
+                .is_err())
+            .is_err());
+        assert_eq!(memory.lock().remove(0x10000, 0x4000).unwrap().len(), 1);
     }
 
     #[test]

@@ -26,18 +26,49 @@ pub enum Error {
     Device(#[source] io::Error),
     #[error("the client closed the connection")]
     Disconnected,
+    #[error(
+        "DMA access to {address:#x} faulted: the client's file no longer backs that memory (it \
+         shrank under the map?), so the client is dropped"
+    )]
+    DmaAccessFaulted { address: u64 },
     #[error("DMA access to {address:#x}+{len:#x} is not inside the DMA maps")]
     DmaAccessOutOfRange { address: u64, len: u64 },
     #[error("DMA access to {address:#x} was refused by the client (errno {errno})")]
     DmaAccessRefused { address: u64, errno: u32 },
     #[error("DMA access to {address:#x} needs the client, which only the message loop can ask")]
     DmaAccessRequiresClient { address: u64 },
+    #[error(
+        "DMA map {address:#x}+{size:#x} at offset {offset:#x} of its file runs past the file's \
+         end ({file_size:#x} bytes)"
+    )]
+    DmaMapBeyondFile {
+        address: u64,
+        size: u64,
+        offset: u64,
+        file_size: u64,
+    },
+    #[error("the fd of DMA map {address:#x} cannot be mapped {access}: {why}")]
+    DmaMapFdAccess {
+        address: u64,
+        access: &'static str,
+        why: &'static str,
+    },
+    #[error("the fd of DMA map {address:#x} is {kind}, not a regular file")]
+    DmaMapFdNotAFile { address: u64, kind: &'static str },
     #[error("DMA map {address:#x}+{size:#x} is empty, wraps or is misaligned")]
     DmaMapInvalid { address: u64, size: u64 },
     #[error("DMA map {address:#x}+{size:#x} overlaps an existing map")]
     DmaMapOverlaps { address: u64, size: u64 },
     #[error("more than {0} DMA maps")]
     DmaMapTooMany(usize),
+    #[error("DMA maps of more than {0} distinct files")]
+    DmaMapTooManyFiles(usize),
+    #[error("DMA map {address:#x} cannot be guarded against faults: {source}")]
+    DmaMapUnguarded {
+        address: u64,
+        #[source]
+        source: io::Error,
+    },
     #[error("fds were truncated: the client sent more than max_msg_fds")]
     FdsTruncated,
     #[error("command {command} carried {count} fds, more than it accepts")]
@@ -74,6 +105,8 @@ pub enum Error {
     Mmap(#[source] io::Error),
     #[error("command {0} is not supported")]
     NotSupported(u16),
+    #[error("out of memory for {0} bytes")]
+    OutOfMemory(usize),
     #[error("region {index} access at {offset:#x}+{count:#x} is out of range")]
     RegionAccessOutOfRange { index: u32, offset: u64, count: u64 },
     #[error("region {0} does not exist")]
@@ -114,12 +147,20 @@ impl Error {
             Error::Capabilities(_) => ReplyAndClose(libc::EINVAL),
             Error::Device(e) => Reply(e.raw_os_error().unwrap_or(libc::EIO)),
             Error::Disconnected => Close,
+            // The client's memory is gone under the server: the client changed its file.
+            Error::DmaAccessFaulted { .. } => ReplyAndClose(libc::EFAULT),
             Error::DmaAccessOutOfRange { .. } => Reply(libc::EFAULT),
             Error::DmaAccessRefused { .. } => Reply(libc::EFAULT),
             Error::DmaAccessRequiresClient { .. } => Reply(libc::EFAULT),
+            Error::DmaMapBeyondFile { .. } => Reply(libc::EINVAL),
+            Error::DmaMapFdAccess { .. } => Reply(libc::EACCES),
+            Error::DmaMapFdNotAFile { .. } => Reply(libc::EINVAL),
             Error::DmaMapInvalid { .. } => Reply(libc::EINVAL),
             Error::DmaMapOverlaps { .. } => Reply(libc::EEXIST),
             Error::DmaMapTooMany(_) => Reply(libc::ENOSPC),
+            Error::DmaMapTooManyFiles(_) => Reply(libc::ENOSPC),
+            // The process guards a bounded number of ranges (`sys::MAX_GUARDED_RANGES`).
+            Error::DmaMapUnguarded { .. } => Reply(libc::ENOSPC),
             Error::FdsTruncated => Reply(libc::E2BIG),
             Error::FdsUnexpected { .. } => Reply(libc::EINVAL),
             Error::IncompatibleVersion { .. } => ReplyAndClose(libc::ENOTSUP),
@@ -134,6 +175,7 @@ impl Error {
             Error::MissingFd => Reply(libc::EINVAL),
             Error::Mmap(e) => Reply(e.raw_os_error().unwrap_or(libc::ENOMEM)),
             Error::NotSupported(_) => Reply(libc::ENOTSUP),
+            Error::OutOfMemory(_) => Reply(libc::ENOMEM),
             Error::RegionAccessOutOfRange { .. } => Reply(libc::EINVAL),
             Error::RegionIndexOutOfRange(_) => Reply(libc::EINVAL),
             Error::RegionNotAccessible(_) => Reply(libc::EACCES),

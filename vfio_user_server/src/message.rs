@@ -65,7 +65,7 @@ impl MemoryTransport {
         }
     }
 
-    /// Returns at most `chunk` bytes per read.
+    /// Returns at most `chunk` bytes per read and takes at most as many per send.
     pub fn with_short_reads(mut self, chunk: usize) -> MemoryTransport {
         self.chunk = chunk.max(1);
         self
@@ -88,8 +88,9 @@ impl Transport for MemoryTransport {
     fn send(&mut self, bufs: &[IoSlice], _fds: &[BorrowedFd]) -> io::Result<usize> {
         let mut sent = 0;
         for buf in bufs {
-            self.output.extend_from_slice(buf);
-            sent += buf.len();
+            let take = buf.len().min(self.chunk - sent);
+            self.output.extend_from_slice(&buf[..take]);
+            sent += take;
         }
         Ok(sent)
     }
@@ -118,6 +119,9 @@ pub enum Incoming {
     /// `msg_size` is beyond even what is read to be discarded ([`DISCARD_LIMIT`]): the stream
     /// cannot be brought back in step.
     TooLargeToDiscard(Header),
+    /// There was no memory for the body; it was read and discarded, so the stream is still in
+    /// step.
+    NoMemory(Header),
 }
 
 impl Incoming {
@@ -134,6 +138,9 @@ impl Incoming {
                 },
             )),
             Incoming::TooShort(header) => Err((header, Error::MessageTooShort(header.msg_size))),
+            Incoming::NoMemory(header) => {
+                Err((header, Error::OutOfMemory(header.msg_size as usize)))
+            }
             Incoming::TooLargeToDiscard(header) => Err((
                 header,
                 Error::MessageTooLargeToDiscard {
@@ -144,6 +151,25 @@ impl Incoming {
             )),
         }
     }
+}
+
+/// `len` zero bytes, or an error if there is no memory for them: a size a client chose must not
+/// abort the process.
+pub fn zeroed(len: usize) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len)
+        .map_err(|_| Error::OutOfMemory(len))?;
+    buf.resize(len, 0);
+    Ok(buf)
+}
+
+/// A copy of `bytes`, or an error if there is no memory for it.
+fn copied(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(bytes.len())
+        .map_err(|_| Error::OutOfMemory(bytes.len()))?;
+    buf.extend_from_slice(bytes);
+    Ok(buf)
 }
 
 /// Beyond this a message is not even read to be discarded.
@@ -268,6 +294,22 @@ impl MessageReader {
         (Vec::new(), false)
     }
 
+    /// Drops the `size`-byte message at stream `offset` (buffered from its header on), fds
+    /// included, to stay in step.
+    fn discard(&mut self, transport: &mut dyn Transport, size: u64, offset: u64) -> Result<()> {
+        let mut left = size;
+        while left > 0 {
+            if self.buffered() == 0 {
+                self.fill(transport, 1)?;
+            }
+            let n = (self.buffered() as u64).min(left);
+            self.start += n as usize;
+            left -= n;
+        }
+        drop(self.take_fds(offset));
+        Ok(())
+    }
+
     /// Reads one message whose total size is at most `max_size`.
     pub fn read_message(
         &mut self,
@@ -289,28 +331,24 @@ impl MessageReader {
             });
         }
         if size > max_size {
-            // Drop the body, fds included, to stay in step.
-            let mut left = size;
-            while left > 0 {
-                if self.buffered() == 0 {
-                    self.fill(transport, 1)?;
-                }
-                let n = (self.buffered() as u64).min(left);
-                self.start += n as usize;
-                left -= n;
-            }
-            drop(self.take_fds(offset));
+            self.discard(transport, size, offset)?;
             return Ok(Incoming::Oversized(header));
         }
         let size = size as usize;
         let body = if size <= self.buf.len() {
             self.fill(transport, size)?;
-            let body = self.buf[self.start + HEADER_SIZE..self.start + size].to_vec();
+            let Ok(body) = copied(&self.buf[self.start + HEADER_SIZE..self.start + size]) else {
+                self.discard(transport, size as u64, offset)?;
+                return Ok(Incoming::NoMemory(header));
+            };
             self.start += size;
             body
         } else {
             // A bulk transfer: what is buffered, then the rest straight into the body.
-            let mut body = vec![0u8; size - HEADER_SIZE];
+            let Ok(mut body) = zeroed(size - HEADER_SIZE) else {
+                self.discard(transport, size as u64, offset)?;
+                return Ok(Incoming::NoMemory(header));
+            };
             let buffered = self.buffered() - HEADER_SIZE;
             body[..buffered].copy_from_slice(&self.buf[self.start + HEADER_SIZE..self.end]);
             self.start = self.end;
@@ -365,20 +403,14 @@ pub fn send_message(
         return Ok(());
     }
     // A short send: the fds went with the first byte, the rest follows without them.
-    let mut rest: Vec<u8> = Vec::with_capacity(total as usize);
-    rest.extend_from_slice(header_bytes);
-    for part in body {
-        rest.extend_from_slice(part);
-    }
-    let mut done = sent;
-    while done < rest.len() {
-        let n = transport
-            .send(&[IoSlice::new(&rest[done..])], &[])
-            .map_err(Error::Socket)?;
+    let mut rest = &mut slices[..];
+    IoSlice::advance_slices(&mut rest, sent);
+    while !rest.is_empty() {
+        let n = transport.send(rest, &[]).map_err(Error::Socket)?;
         if n == 0 {
             return Err(Error::Disconnected);
         }
-        done += n;
+        IoSlice::advance_slices(&mut rest, n);
     }
     Ok(())
 }
@@ -392,6 +424,30 @@ mod tests {
         let mut bytes = header.as_bytes().to_vec();
         bytes.extend_from_slice(body);
         bytes
+    }
+
+    #[test]
+    fn short_sends_are_completed() {
+        let mut transport = MemoryTransport::new(Vec::new()).with_short_reads(5);
+        let header = Header {
+            msg_id: 7,
+            command: command::REGION_READ,
+            msg_size: 0,
+            flags: 0,
+            error: 0,
+        };
+        send_message(&mut transport, header, &[b"abc", b"", b"defghijkl"], &[]).unwrap();
+        assert_eq!(transport.output.len(), HEADER_SIZE + 12);
+        assert_eq!(&transport.output[HEADER_SIZE..], b"abcdefghijkl");
+    }
+
+    #[test]
+    fn allocations_a_client_sizes_fail_without_aborting() {
+        assert!(matches!(
+            zeroed(usize::MAX / 2),
+            Err(Error::OutOfMemory(size)) if size == usize::MAX / 2
+        ));
+        assert_eq!(zeroed(3).unwrap(), vec![0, 0, 0]);
     }
 
     #[test]

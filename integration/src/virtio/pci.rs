@@ -16,6 +16,7 @@ use log::error;
 use log::warn;
 use vfio_user_server::protocol::PCI_CONFIG_REGION_INDEX;
 use vfio_user_server::protocol::PCI_MSIX_IRQ_INDEX;
+use vfio_user_server::sys::FaultGuard;
 use vfio_user_server::BarType;
 use vfio_user_server::Device;
 use vfio_user_server::DeviceContext;
@@ -28,7 +29,9 @@ use virtio_queue::Queue;
 use virtio_queue::QueueT;
 use vm_memory::FileOffset;
 use vm_memory::GuestAddress;
+use vm_memory::GuestMemoryBackend;
 use vm_memory::GuestMemoryMmap;
+use vm_memory::GuestMemoryRegion;
 use vm_memory::GuestRegionMmap;
 use vm_memory::MmapRegion;
 
@@ -92,9 +95,18 @@ pub struct VirtioPci<D: VirtioDevice> {
     /// The driver's memory, built from the client's DMA maps, and the maps' generation it was
     /// built from: QEMU remaps parts of RAM while devices run (SeaBIOS programs the chipset
     /// while it drives virtio-blk to boot from it), so the view is rebuilt when maps change.
-    memory: Option<(GuestMemoryMmap, u64)>,
+    memory: Option<DriverMemory>,
     client_memory: GuestMemory,
     interrupts: Interrupts,
+}
+
+/// The driver's memory: the client's fds mapped again, each mapping guarded against faults.
+struct DriverMemory {
+    /// Declared first: the guards end before the mappings go.
+    _guards: Vec<FaultGuard>,
+    memory: GuestMemoryMmap,
+    /// `GuestMemory::generation` of the maps it was built from.
+    generation: u64,
 }
 
 fn put_u16(config: &mut [u8], at: usize, value: u16) {
@@ -226,7 +238,8 @@ impl<D: VirtioDevice> VirtioPci<D> {
     /// Builds the driver's memory from the client's maps that came with an fd. Maps without
     /// one (QEMU's BIOS ROM, or RAM that is not shared) stay out of reach: a ring placed there
     /// fails its access.
-    fn build_memory(memory: &GuestMemory) -> io::Result<GuestMemoryMmap> {
+    fn build_memory(memory: &GuestMemory) -> io::Result<DriverMemory> {
+        let generation = memory.generation();
         let mut regions = Vec::new();
         for map in memory.maps() {
             let Some((fd, offset)) = map.fd else {
@@ -241,7 +254,27 @@ impl<D: VirtioDevice> VirtioPci<D> {
                     .ok_or_else(|| io::Error::other("map wraps the address space"))?,
             );
         }
-        GuestMemoryMmap::from_regions(regions).map_err(io::Error::other)
+        let mapped = GuestMemoryMmap::from_regions(regions).map_err(io::Error::other)?;
+        let mut guards = Vec::new();
+        for region in mapped.iter() {
+            // SAFETY: the region is a mapping of the client's memory owned by `mapped`, which
+            // lives in the same `DriverMemory` as the guards and is dropped after them. Only
+            // this device reaches it, through `&mut self`, so no access runs when they go.
+            let guard = unsafe {
+                memory.guard_mapping(
+                    region.as_ptr(),
+                    region.len() as usize,
+                    region.start_addr().0,
+                )
+            }
+            .map_err(io::Error::other)?;
+            guards.push(guard);
+        }
+        Ok(DriverMemory {
+            _guards: guards,
+            memory: mapped,
+            generation,
+        })
     }
 
     fn set_status(&mut self, status: u8) {
@@ -262,13 +295,12 @@ impl<D: VirtioDevice> VirtioPci<D> {
         if self
             .memory
             .as_ref()
-            .is_none_or(|(_, built)| *built != generation)
+            .is_none_or(|built| built.generation != generation)
         {
             self.memory = None;
-            let memory = Self::build_memory(&self.client_memory)?;
-            self.memory = Some((memory, generation));
+            self.memory = Some(Self::build_memory(&self.client_memory)?);
         }
-        Ok(&self.memory.as_ref().expect("built above").0)
+        Ok(&self.memory.as_ref().expect("built above").memory)
     }
 
     fn selected(&mut self) -> Option<&mut QueueState> {
@@ -395,7 +427,7 @@ impl<D: VirtioDevice> VirtioPci<D> {
             self.status |= STATUS_NEEDS_RESET;
             return;
         }
-        let Some((memory, _)) = self.memory.as_ref() else {
+        let Some(DriverMemory { memory, .. }) = self.memory.as_ref() else {
             return;
         };
         let Some(state) = self.queues.get_mut(index) else {

@@ -38,6 +38,11 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 impl ServerProcess {
     pub fn start() -> ServerProcess {
+        ServerProcess::start_with(env!("CARGO_BIN_EXE_reference-server"), &[])
+    }
+
+    /// Starts `program ARGS --socket PATH`, a server that says "listening" on stderr when ready.
+    pub fn start_with(program: &str, args: &[&str]) -> ServerProcess {
         let dir = std::env::temp_dir().join(format!(
             "vfio-user-test-{}-{}",
             std::process::id(),
@@ -45,7 +50,8 @@ impl ServerProcess {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("server.sock");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_reference-server"))
+        let mut child = Command::new(program)
+            .args(args)
             .arg("--socket")
             .arg(&socket)
             .env("RUST_LOG", "warn")

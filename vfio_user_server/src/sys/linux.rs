@@ -205,6 +205,71 @@ impl Drop for MappedFile {
     }
 }
 
+// SIGBUS on client memory, turned into an error for the access and a dropped client.
+mod guest_fault;
+pub use guest_fault::FaultAlarm;
+pub use guest_fault::FaultGuard;
+pub use guest_fault::MAX_GUARDED_RANGES;
+
+/// What a DMA map needs to know about the file behind a client's fd before mapping it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileFacts {
+    /// (device, inode), as [`file_identity`].
+    pub identity: (u64, u64),
+    pub size: u64,
+    /// What the file is, for messages: "a regular file", "a directory", ...
+    pub kind: &'static str,
+    /// A regular file (memfds, tmpfs, hugetlbfs and disk files are): only those have a size
+    /// that bounds what a mapping may touch.
+    pub regular: bool,
+    /// The fd was opened for reading / for writing (an `O_PATH` fd is neither).
+    pub readable: bool,
+    pub writable: bool,
+    /// Sealed with F_SEAL_SHRINK: the file cannot lose pages under a mapping.
+    pub sealed_against_shrinking: bool,
+    /// Sealed with F_SEAL_WRITE or F_SEAL_FUTURE_WRITE: no new writable shared mapping.
+    pub sealed_against_writing: bool,
+}
+
+/// Gathers [`FileFacts`] with fstat, F_GETFL and F_GET_SEALS; nothing is changed.
+pub fn file_facts(fd: BorrowedFd) -> io::Result<FileFacts> {
+    // SAFETY: zeroed stat is a valid value for fstat to overwrite.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: stat is a live, writable struct of the right type.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: no pointers; the result is checked.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: no pointers. Files that cannot be sealed answer EINVAL: no seals.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) }.max(0);
+    let kind = match stat.st_mode & libc::S_IFMT {
+        libc::S_IFREG => "a regular file",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFIFO => "a pipe",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFLNK => "a symbolic link",
+        _ => "an unknown kind of file",
+    };
+    let path_only = flags & libc::O_PATH != 0;
+    let mode = flags & libc::O_ACCMODE;
+    Ok(FileFacts {
+        identity: (stat.st_dev, stat.st_ino),
+        size: stat.st_size.max(0) as u64,
+        kind,
+        regular: stat.st_mode & libc::S_IFMT == libc::S_IFREG,
+        readable: !path_only && (mode == libc::O_RDONLY || mode == libc::O_RDWR),
+        writable: !path_only && (mode == libc::O_WRONLY || mode == libc::O_RDWR),
+        sealed_against_shrinking: seals & libc::F_SEAL_SHRINK != 0,
+        sealed_against_writing: seals & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) != 0,
+    })
+}
+
 /// Copies `len` bytes between raw pointers, one of which is guest memory that the client may
 /// change concurrently.
 ///
