@@ -12,3 +12,4 @@ pub mod raw_client;
 pub mod reference;
 pub mod serve;
 pub mod virtio;
+pub mod virtio_driver;

@@ -44,6 +44,7 @@ use resources::AddressRange;
 use resources::SystemAllocator;
 use resources::SystemAllocatorConfig;
 pub use vfio_user_server;
+use vfio_user_server::sys::FaultGuard;
 use vfio_user_server::Connection;
 use vfio_user_server::GuestMemory as ClientMemory;
 use vfio_user_server::Interrupts;
@@ -119,6 +120,10 @@ pub fn virtio_module_factory(module: impl VirtioDeviceModule + Send + 'static) -
 /// ask the services.
 struct Instance {
     device: Box<dyn PciDevice>,
+    /// Guards crosvm's mappings of the client's memory (the device's `GuestMemory`): a client
+    /// that shrinks its file under them loses its connection, the process lives on. Right after
+    /// the device, which holds that memory, so they end when it is gone.
+    _memory_guards: Vec<FaultGuard>,
     services: VmServices,
     /// `ClientMemory::generation` of the maps the device's memory was built from.
     memory_generation: u64,
@@ -147,6 +152,7 @@ fn build_instance(
 ) -> anyhow::Result<Instance> {
     let memory_generation = memory.generation();
     let guest_memory = guest_memory_from_maps(memory)?;
+    let memory_guards = guard_guest_memory(memory, &guest_memory)?;
     let (services, endpoints, intx) = VmServices::start(interrupts, host_visible.clone())?;
     let mut device = factory(guest_memory, endpoints)?;
     let mut allocator = standalone_allocator()?;
@@ -164,6 +170,7 @@ fn build_instance(
     );
     Ok(Instance {
         device,
+        _memory_guards: memory_guards,
         services,
         memory_generation,
         started: false,
@@ -206,6 +213,29 @@ fn guest_memory_from_maps(memory: &ClientMemory) -> anyhow::Result<GuestMemory> 
         regions.push(region);
     }
     Ok(GuestMemory::from_regions(regions)?)
+}
+
+/// Guards each of crosvm's mappings of the client's memory against faults.
+fn guard_guest_memory(
+    memory: &ClientMemory,
+    guest_memory: &GuestMemory,
+) -> anyhow::Result<Vec<FaultGuard>> {
+    guest_memory
+        .regions()
+        .map(|region| {
+            // SAFETY: the region is a mapping of the client's fd that `guest_memory` made and
+            // holds; it goes only to this instance's device, which is dropped (workers stopped)
+            // just before the guards.
+            unsafe {
+                memory.guard_mapping(
+                    region.host_addr as *mut u8,
+                    region.size,
+                    region.guest_addr.offset(),
+                )
+            }
+            .context("guarding the client's memory")
+        })
+        .collect()
 }
 
 /// Serves a device on a unix socket bound at `socket_path`, or on an inherited `fd`: a
