@@ -3,11 +3,12 @@
 # Use of this source code is governed by a BSD-style license that can be
 # found in the LICENSE file.
 
-"""Writes the seed corpus of the message_dispatch fuzz target.
+"""Writes the seed corpora of the fuzz targets (message_dispatch, dma_memory).
 
 Each seed is one control byte (see fuzz_targets/message_dispatch.rs: bits 0-6 cap the bytes a
 read returns, 0 for none; bit 7 turns BAR emulation off) followed by a valid client stream:
-VERSION, then the commands of one family. Usage: make_seeds.py [OUTPUT_DIR]
+VERSION, then the commands of one family; dma_memory's seeds are described at
+dma_memory_seeds(). Usage: make_seeds.py [OUTPUT_DIR], which gets one directory per target.
 """
 
 import json
@@ -189,14 +190,65 @@ def seeds():
     return out
 
 
-def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "seeds", "message_dispatch")
+# The dma_memory target's device: BAR0 address, length, access doorbell, truncate register.
+REG_ADDRESS, REG_LEN, REG_GO, REG_TRUNCATE = 0x00, 0x08, 0x10, 0x18
+READ, WRITE, SLICE_READ, SLICE_WRITE = 0, 1, 2, 3
+SEAL_SHRINK, SEAL_GROW, SEAL_WRITE = 1, 2, 4
+
+
+def dma_memory_seeds():
+    """Seeds of the dma_memory target: four memfds (pages, seals), then a stream whose DMA_MAPs
+    carry memfd msg_id % 5 (4: none)."""
+    out = {}
+    layout = bytes([16, 0, 16, SEAL_SHRINK | SEAL_GROW, 1, 0, 1, SEAL_WRITE])
+
+    def access(s, address, length, op):
+        s.write64(BAR0, REG_ADDRESS, address).write32(BAR0, REG_LEN, length)
+        return s.write32(BAR0, REG_GO, op)
+
+    def truncate(s, index, pages):
+        return s.write32(BAR0, REG_TRUNCATE, index | pages << 8)
+
+    s = Stream().version()
+    s.msg(DMA_MAP, struct.pack("<IIQQQ", 32, MAP_RW, 0, 0x100000, 0x10000), msg_id=5)
+    s.msg(DMA_MAP, struct.pack("<IIQQQ", 32, MAP_RW, 0, 0x200000, 0x10000), msg_id=6)
+    for op in (WRITE, READ, SLICE_WRITE, SLICE_READ):
+        access(s, 0x100000, 0x3000, op)
+        access(s, 0x10f000, 0x2000, op)  # Runs past the map.
+    truncate(s, 0, 1)  # Under the map: the next access faults.
+    access(s, 0x102000, 0x100, READ)
+    access(s, 0x100000, 0x100, SLICE_WRITE)
+    truncate(s, 1, 1)  # Sealed against shrinking: refused, the map stays whole.
+    access(s, 0x208000, 0x1000, WRITE)
+    s.dma_unmap(0, 0, flags=UNMAP_ALL)
+    out["truncate_under_maps"] = layout + bytes(s.data)
+
+    s = Stream().version()
+    s.msg(DMA_MAP, struct.pack("<IIQQQ", 32, MAP_RW, 0, 0x300000, 0x2000), msg_id=7)  # 1 page.
+    s.msg(DMA_MAP, struct.pack("<IIQQQ", 32, MAP_RW, 0x1000, 0x300000, 0x1000), msg_id=7)
+    s.msg(DMA_MAP, struct.pack("<IIQQQ", 32, MAP_RW, 0, 0x400000, 0x1000), msg_id=8)  # Sealed.
+    s.msg(DMA_MAP, struct.pack("<IIQQQ", 32, 1, 0, 0x400000, 0x1000), msg_id=8)  # Read-only.
+    s.msg(DMA_MAP, struct.pack("<IIQQQ", 32, MAP_RW, 0, 0x500000, 0x1000), msg_id=9)  # No fd.
+    access(s, 0x400000, 0x1000, WRITE)
+    access(s, 0x500000, 0x10, READ)
+    s.dma_unmap(0x400000, 0x1000)
+    out["vetted_maps"] = layout + bytes(s.data)
+    return out
+
+
+def write_seeds(out_dir, found):
     os.makedirs(out_dir, exist_ok=True)
-    for name, data in seeds().items():
+    for name, data in found.items():
         with open(os.path.join(out_dir, name), "wb") as f:
             f.write(data)
         print(f"{name}: {len(data)} bytes")
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "seeds")
+    write_seeds(os.path.join(out_dir, "message_dispatch"), seeds())
+    write_seeds(os.path.join(out_dir, "dma_memory"), dma_memory_seeds())
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::io::IoSlice;
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::os::fd::BorrowedFd;
 use std::os::fd::OwnedFd;
@@ -52,6 +53,8 @@ pub struct MemoryTransport {
     position: usize,
     /// Largest read returned at once, to exercise short reads.
     chunk: usize,
+    /// Input ranges sent with fds (one sendmsg each), in order, with their fds.
+    fds: VecDeque<(Range<usize>, Vec<OwnedFd>)>,
     pub output: Vec<u8>,
 }
 
@@ -61,8 +64,25 @@ impl MemoryTransport {
             input,
             position: 0,
             chunk: usize::MAX,
+            fds: VecDeque::new(),
             output: Vec::new(),
         }
+    }
+
+    /// Hands out fds as a unix socket hands out those of a sendmsg: each range of the input
+    /// stands for one sendmsg that carried fds, which a read neither enters from before nor
+    /// leaves, and the read that starts at it gets the fds. Ranges must not overlap.
+    pub fn with_fds(mut self, fds: Vec<(Range<usize>, OwnedFd)>) -> MemoryTransport {
+        for (range, fd) in fds {
+            match self.fds.iter_mut().find(|(sent, _)| *sent == range) {
+                Some((_, group)) => group.push(fd),
+                None => self.fds.push_back((range, vec![fd])),
+            }
+        }
+        self.fds
+            .make_contiguous()
+            .sort_by_key(|(range, _)| range.start);
+        self
     }
 
     /// Returns at most `chunk` bytes per read and takes at most as many per send.
@@ -75,12 +95,30 @@ impl MemoryTransport {
 impl Transport for MemoryTransport {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Received> {
         let remaining = &self.input[self.position..];
-        let len = remaining.len().min(buf.len()).min(self.chunk);
+        let mut len = remaining.len().min(buf.len()).min(self.chunk);
+        // fds of bytes already passed can no longer be delivered.
+        while self
+            .fds
+            .front()
+            .is_some_and(|(range, _)| range.start < self.position)
+        {
+            self.fds.pop_front();
+        }
+        let fds = match self.fds.front() {
+            Some((range, _)) if range.start == self.position && len > 0 => {
+                len = len.min(range.end.saturating_sub(range.start).max(1));
+                self.fds.pop_front().map(|(_, fds)| fds).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        if let Some((next, _)) = self.fds.front() {
+            len = len.min(next.start - self.position);
+        }
         buf[..len].copy_from_slice(&remaining[..len]);
         self.position += len;
         Ok(Received {
             len,
-            fds: Vec::new(),
+            fds,
             fds_truncated: false,
         })
     }
@@ -424,6 +462,22 @@ mod tests {
         let mut bytes = header.as_bytes().to_vec();
         bytes.extend_from_slice(body);
         bytes
+    }
+
+    #[test]
+    fn memory_transport_hands_out_fds_with_their_byte() {
+        let mut transport = MemoryTransport::new((0u8..12).collect()).with_fds(vec![
+            (4..6, sys::eventfd(false).unwrap()),
+            (4..6, sys::eventfd(false).unwrap()),
+            (7..9, sys::eventfd(false).unwrap()),
+        ]);
+        let mut buf = [0u8; 16];
+        let reads: Vec<(usize, usize)> = std::iter::from_fn(|| {
+            let received = transport.recv(&mut buf).unwrap();
+            (received.len > 0).then_some((received.len, received.fds.len()))
+        })
+        .collect();
+        assert_eq!(reads, vec![(4, 0), (2, 2), (1, 0), (2, 1), (3, 0)]);
     }
 
     #[test]
