@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
-use crate::dma::GuestMemory;
+use crate::guest_memory::GuestMemory;
 use crate::irq::Interrupts;
 use crate::irq::IrqCounts;
 use crate::region_map::RegionMapQueue;
