@@ -330,3 +330,73 @@ fn a_file_that_shrinks_under_a_map_drops_the_client_not_the_server() {
     assert!(client.is_closed() || client.device_info().is_err());
     assert_serving(&mut server);
 }
+
+/// While the server waits for the client to answer its DMA_READ, the client floods it with
+/// large commands instead: the server keeps at most 16 MiB of them, then drops the client.
+#[test]
+fn commands_flooded_while_the_server_waits_are_bounded() {
+    let mut server = ServerProcess::start();
+    let mut client = connect(&server);
+    let map = DmaMap {
+        argsz: 32,
+        flags: DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE,
+        offset: 0,
+        address: 0x40000,
+        size: 0x10000,
+    };
+    assert_ok(&client.call(command::DMA_MAP, map.as_bytes(), &[]).unwrap());
+    assert_ok(&write_bar0(
+        &mut client,
+        regs::DMA_SRC,
+        &0x40000u64.to_le_bytes(),
+    ));
+    assert_ok(&write_bar0(
+        &mut client,
+        regs::DMA_DST,
+        &0x48000u64.to_le_bytes(),
+    ));
+    assert_ok(&write_bar0(
+        &mut client,
+        regs::DMA_LEN,
+        &64u32.to_le_bytes(),
+    ));
+    let doorbell = [
+        RegionAccess {
+            offset: regs::DOORBELL,
+            region: 0,
+            count: 4,
+        }
+        .as_bytes(),
+        &1u32.to_le_bytes(),
+    ]
+    .concat();
+    client
+        .send(command::REGION_WRITE, 0, &doorbell, &[])
+        .unwrap();
+    let request = client.recv().unwrap();
+    assert_eq!(request.header.command, command::DMA_READ, "{request:?}");
+    // 20 commands of 1 MiB each, none of which the server may handle before its answer.
+    let data = vec![0u8; (1 << 20) - 16];
+    let big = [
+        RegionAccess {
+            offset: 0,
+            region: 2,
+            count: data.len() as u32,
+        }
+        .as_bytes(),
+        &data,
+    ]
+    .concat();
+    for _ in 0..20 {
+        if client.send(command::REGION_WRITE, 0, &big, &[]).is_err() {
+            break;
+        }
+    }
+    let log = server.log_containing("too many client commands");
+    assert!(
+        log.contains("too many client commands while waiting for a reply"),
+        "{log}"
+    );
+    assert!(client.is_closed() || client.device_info().is_err());
+    assert_serving(&mut server);
+}

@@ -98,6 +98,10 @@ pub(crate) struct Channel<T> {
     /// Body bytes in `backlog`.
     backlog_bytes: usize,
     next_request_id: u16,
+    /// Why the stream is unusable after a request to the client failed (it never answered, or
+    /// flooded the server meanwhile): the connection closes after the message being handled,
+    /// whatever the device made of the error.
+    broken: Option<String>,
 }
 
 impl<T: Transport + Pollable> Channel<T> {
@@ -149,8 +153,18 @@ impl<T: Transport + Pollable> Channel<T> {
     }
 
     /// Sends a request to the client and waits for its reply, queueing the client's own commands
-    /// that arrive meanwhile.
+    /// that arrive meanwhile. A failure that leaves the stream unusable marks the channel broken.
     fn request(&mut self, command: u16, body: &[&[u8]], fds: &[BorrowedFd]) -> Result<Message> {
+        let result = self.exchange(command, body, fds);
+        if let Err(error) = &result {
+            if !matches!(error.disposition(), Disposition::Reply(_)) {
+                self.broken = Some(error.to_string());
+            }
+        }
+        result
+    }
+
+    fn exchange(&mut self, command: u16, body: &[&[u8]], fds: &[BorrowedFd]) -> Result<Message> {
         let msg_id = self.next_request_id;
         self.next_request_id = self.next_request_id.wrapping_add(1);
         let header = Header {
@@ -297,6 +311,7 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
                 reader: MessageReader::default(),
                 backlog: VecDeque::new(),
                 backlog_bytes: 0,
+                broken: None,
                 next_request_id: 0,
             },
             bars: BarRegisters::new(&description.regions),
@@ -425,6 +440,13 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
             }
             Err((header, error)) => (header, Err((error, Vec::new()))),
         };
+        if let Some(why) = self.channel.broken.take() {
+            warn!(
+                "command {} (id {}): dropping the client: {why}",
+                header.command, header.msg_id
+            );
+            return self.close(&why);
+        }
         let Err((error, shape)) = result else {
             // Requests the device posted while handling the message (a reset unmapping what it
             // had mapped in the client) go out before the next message.
