@@ -87,18 +87,26 @@ impl Crosvm {
     }
 
     /// Waits up to 5 s for the log to contain `text`.
-    fn log_containing(&self, text: &str) -> Result<String> {
+    fn log_containing(&mut self, text: &str) -> Result<String> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let log = self.log();
             if log.contains(text) {
                 return Ok(log);
             }
-            ensure!(
-                Instant::now() < deadline,
-                "crosvm never logged {text:?}: {log}"
-            );
+            if Instant::now() > deadline {
+                bail!("crosvm never logged {text:?} ({}): {log}", self.state());
+            }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// "running", or how the process ended.
+    fn state(&mut self) -> String {
+        match self.child.try_wait() {
+            Ok(None) => "running".to_string(),
+            Ok(Some(status)) => format!("crosvm ended: {status}"),
+            Err(e) => format!("crosvm's state is unknown: {e}"),
         }
     }
 
