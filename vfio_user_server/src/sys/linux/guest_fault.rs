@@ -368,6 +368,55 @@ mod tests {
         drop(guard);
     }
 
+    /// Run by `foreign_faults_still_end_the_process` in a child process: with a guard in place,
+    /// a SIGBUS on memory no guard covers must end the process.
+    #[test]
+    #[ignore = "ends its process with SIGBUS; run in a child by foreign_faults_still_end_the_process"]
+    fn foreign_fault_child() {
+        let guarded = memfd(c"fault-test", 0x1000).unwrap();
+        let guarded_map = MappedFile::map(guarded.as_fd(), 0, 0x1000, true, true).unwrap();
+        let alarm = FaultAlarm::new(None);
+        // SAFETY: this test's own mapping, alive until the process ends.
+        let _guard = unsafe { FaultGuard::new(guarded_map.as_ptr(), 0x1000, 0, alarm) }.unwrap();
+        let foreign = memfd(c"fault-test", 0x2000).unwrap();
+        let foreign_map = MappedFile::map(foreign.as_fd(), 0, 0x2000, true, true).unwrap();
+        foreign.set_len(0x1000).unwrap();
+        let mut byte = [0u8; 1];
+        // SAFETY: inside the mapping; the page is past the file's end, so this raises SIGBUS,
+        // which no guard covers.
+        unsafe { copy_guest(foreign_map.as_ptr().add(0x1800), byte.as_mut_ptr(), 1) };
+        unreachable!("the foreign SIGBUS did not end the process");
+    }
+
+    #[test]
+    fn foreign_faults_still_end_the_process() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sys::linux::guest_fault::tests::foreign_fault_child",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // A handler that swallowed the fault would leave the child faulting forever.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the child is still running: the foreign SIGBUS was swallowed");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(status.signal(), Some(libc::SIGBUS), "{status}");
+    }
+
     #[test]
     fn slots_are_reused() {
         let file = memfd(c"fault-test", 0x1000).unwrap();
