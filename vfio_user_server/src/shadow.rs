@@ -137,8 +137,9 @@ impl ShadowMemory {
         })?;
         let name = CString::new(name).unwrap_or_else(|_| c"vfio-user-shadow".to_owned());
         // The file's pages exist only where the guest or a copy-in wrote: an 8 GiB BAR costs
-        // what is mapped in it.
-        let file = OwnedFd::from(sys::memfd(&name, size)?);
+        // what is mapped in it. The client gets an fd of it: sealed at its size, it cannot make
+        // the server's view fault by shrinking it.
+        let file = OwnedFd::from(sys::sealed_memfd(&name, size)?);
         let view = MappedFile::map(file.as_fd(), 0, len, true, true)?;
         let shadow = Shadow {
             file: Arc::new(file),
@@ -531,6 +532,22 @@ mod tests {
         assert_eq!(&in_file, b"guest");
         assert_eq!(read(&client, 0x4000, 8192), vec![0u8; 8192], "range freed");
         assert_eq!(shadow.mapping_count(), 0);
+    }
+
+    #[test]
+    fn the_clients_fd_cannot_resize_the_region() {
+        let shadow = ShadowMemory::new();
+        let mmap = shadow.region_mmap("test", 1 << 20).unwrap();
+        let theirs = std::fs::File::from(mmap.fd.try_clone().unwrap());
+        // A client that shrinks the file would make the server's view fault; one that grows it
+        // would make the server hold memory for nothing.
+        assert!(theirs.set_len(0x1000).is_err());
+        assert!(theirs.set_len(2 << 20).is_err());
+        assert_eq!(theirs.metadata().unwrap().len(), 1 << 20);
+        // Mapping and freeing ranges (holes) still work.
+        let file = blob(&[3u8; 4096]);
+        shadow.map(0x8000, file.as_fd(), 0, 4096, true).unwrap();
+        shadow.unmap(0x8000).unwrap();
     }
 
     #[test]

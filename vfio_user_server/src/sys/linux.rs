@@ -418,6 +418,27 @@ pub fn seal_against_shrinking(fd: BorrowedFd) -> bool {
     ret == 0
 }
 
+/// A memory file of `size` bytes sealed at that size (F_SEAL_SHRINK, F_SEAL_GROW, then
+/// F_SEAL_SEAL): whoever else gets an fd of it (a client mapping a region) can neither make a
+/// mapping of it fault by shrinking it nor grow it.
+pub fn sealed_memfd(name: &CStr, size: u64) -> io::Result<File> {
+    // SAFETY: name is a valid NUL-terminated string; the result is checked.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create returned a new fd that nothing else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: no pointers; the result is checked.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
 /// Waits until one of `fds` is readable (or hung up) or `timeout_ms` passes (negative: forever).
 /// Returns which are.
 pub fn wait_any_readable(fds: &[BorrowedFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
