@@ -29,20 +29,6 @@ fn assert_error(reply: &Received, errno: i32, body_len: usize) {
     assert_eq!(reply.body.len(), body_len, "error reply shape: {reply:?}");
 }
 
-/// The connection still works: a DEVICE_GET_INFO round trip succeeds.
-fn assert_alive(client: &mut RawClient) {
-    let reply = client.device_info().unwrap();
-    assert!(!reply.header.is_error());
-    assert_eq!(reply.body.len(), 16);
-}
-
-/// The server is still up and serves a new client.
-fn assert_serving(server: &mut ServerProcess) {
-    assert!(server.alive());
-    let mut client = connect(server);
-    assert_alive(&mut client);
-}
-
 fn region_read(region: u32, offset: u64, count: u32) -> Vec<u8> {
     RegionAccess {
         offset,

@@ -54,28 +54,42 @@ fn assert_ok(reply: &Received) {
     assert!(!reply.header.is_error(), "{reply:?}");
 }
 
-/// The connection still works: a DEVICE_GET_INFO round trip succeeds.
-fn assert_alive(client: &mut RawClient) {
-    assert_ok(&client.device_info().unwrap());
+/// A REGION_WRITE body for BAR0 at `offset`.
+fn bar0_write(offset: u64, data: &[u8]) -> Vec<u8> {
+    [
+        RegionAccess {
+            offset,
+            region: 0,
+            count: data.len() as u32,
+        }
+        .as_bytes(),
+        data,
+    ]
+    .concat()
 }
 
-/// The server is up and serves a new client.
-fn assert_serving(server: &mut ServerProcess) {
-    assert!(server.alive());
-    let mut client = connect(server);
-    assert_alive(&mut client);
-}
-
-fn write_bar0(client: &mut RawClient, offset: u64, data: &[u8]) -> Received {
-    let mut body = RegionAccess {
-        offset,
-        region: 0,
-        count: data.len() as u32,
+/// Programs the reference device's DMA engine (no interrupt) and sends its doorbell without
+/// waiting for the reply: the access it starts may end the connection first.
+fn ring_dma(client: &mut RawClient, src: u64, dst: u64, len: u32) {
+    for (register, value) in [
+        (regs::DMA_SRC, &src.to_le_bytes()[..]),
+        (regs::DMA_DST, &dst.to_le_bytes()[..]),
+        (regs::DMA_LEN, &len.to_le_bytes()[..]),
+        (regs::DMA_IRQ, &regs::IRQ_NONE.to_le_bytes()[..]),
+    ] {
+        let reply = client
+            .call(command::REGION_WRITE, &bar0_write(register, value), &[])
+            .unwrap();
+        assert_ok(&reply);
     }
-    .as_bytes()
-    .to_vec();
-    body.extend_from_slice(data);
-    client.call(command::REGION_WRITE, &body, &[]).unwrap()
+    client
+        .send(
+            command::REGION_WRITE,
+            0,
+            &bar0_write(regs::DOORBELL, &1u32.to_le_bytes()),
+            &[],
+        )
+        .unwrap();
 }
 
 /// Mappings the server process holds (lines of /proc/PID/maps).
@@ -284,44 +298,9 @@ fn a_file_that_shrinks_under_a_map_drops_the_client_not_the_server() {
     let mut client = connect(&server);
     let ram = GuestRam::new(1 << 20);
     assert_ok(&map(&mut client, 0, 1 << 20, 0, ram.fd().as_fd()));
-    assert_ok(&write_bar0(
-        &mut client,
-        regs::DMA_SRC,
-        &0x8000u64.to_le_bytes(),
-    ));
-    assert_ok(&write_bar0(
-        &mut client,
-        regs::DMA_DST,
-        &0x1000u64.to_le_bytes(),
-    ));
-    assert_ok(&write_bar0(
-        &mut client,
-        regs::DMA_LEN,
-        &64u32.to_le_bytes(),
-    ));
-    assert_ok(&write_bar0(
-        &mut client,
-        regs::DMA_IRQ,
-        &regs::IRQ_NONE.to_le_bytes(),
-    ));
     ram.file.set_len(0x4000).unwrap();
-    // The doorbell: the device reads 0x8000, past the file's new end. The reply, if any, may
-    // or may not make it out before the connection goes.
-    let _ = client.send(
-        command::REGION_WRITE,
-        0,
-        &[
-            RegionAccess {
-                offset: regs::DOORBELL,
-                region: 0,
-                count: 4,
-            }
-            .as_bytes(),
-            &1u32.to_le_bytes(),
-        ]
-        .concat(),
-        &[],
-    );
+    // The device reads 0x8000, past the file's new end.
+    ring_dma(&mut client, 0x8000, 0x1000, 64);
     let log = server.log_containing("guest memory fault at");
     assert!(
         log.contains("guest memory fault at 0x80"),
@@ -337,42 +316,10 @@ fn a_file_that_shrinks_under_a_map_drops_the_client_not_the_server() {
 fn commands_flooded_while_the_server_waits_are_bounded() {
     let mut server = ServerProcess::start();
     let mut client = connect(&server);
-    let map = DmaMap {
-        argsz: 32,
-        flags: DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE,
-        offset: 0,
-        address: 0x40000,
-        size: 0x10000,
-    };
-    assert_ok(&client.call(command::DMA_MAP, map.as_bytes(), &[]).unwrap());
-    assert_ok(&write_bar0(
-        &mut client,
-        regs::DMA_SRC,
-        &0x40000u64.to_le_bytes(),
-    ));
-    assert_ok(&write_bar0(
-        &mut client,
-        regs::DMA_DST,
-        &0x48000u64.to_le_bytes(),
-    ));
-    assert_ok(&write_bar0(
-        &mut client,
-        regs::DMA_LEN,
-        &64u32.to_le_bytes(),
-    ));
-    let doorbell = [
-        RegionAccess {
-            offset: regs::DOORBELL,
-            region: 0,
-            count: 4,
-        }
-        .as_bytes(),
-        &1u32.to_le_bytes(),
-    ]
-    .concat();
-    client
-        .send(command::REGION_WRITE, 0, &doorbell, &[])
-        .unwrap();
+    // Memory without an fd: the device reaches it by asking the client.
+    let fdless = dma_map(0x40000, 0x10000, 0, RW);
+    assert_ok(&client.call(command::DMA_MAP, &fdless, &[]).unwrap());
+    ring_dma(&mut client, 0x40000, 0x48000, 64);
     let request = client.recv().unwrap();
     assert_eq!(request.header.command, command::DMA_READ, "{request:?}");
     // 20 commands of 1 MiB each, none of which the server may handle before its answer.

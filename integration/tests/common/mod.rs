@@ -135,6 +135,20 @@ pub fn connect(server: &ServerProcess) -> integration::raw_client::RawClient {
     client
 }
 
+/// The connection still works: a DEVICE_GET_INFO round trip succeeds.
+pub fn assert_alive(client: &mut integration::raw_client::RawClient) {
+    let reply = client.device_info().unwrap();
+    assert!(!reply.header.is_error(), "{reply:?}");
+    assert_eq!(reply.body.len(), 16);
+}
+
+/// The server is still up and serves a new client.
+pub fn assert_serving(server: &mut ServerProcess) {
+    assert!(server.alive());
+    let mut client = connect(server);
+    assert_alive(&mut client);
+}
+
 /// Guest RAM for a test: a memfd the client maps and shares with the server.
 pub struct GuestRam {
     pub file: File,
