@@ -491,18 +491,20 @@ pub(crate) struct Piece<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::os::fd::AsRawFd;
     use std::os::fd::FromRawFd;
     use std::os::fd::OwnedFd;
 
     use super::*;
 
-    fn memfd(size: u64) -> OwnedFd {
+    /// A memfd of `size` bytes, as a client's RAM (guest_memory.rs's tests use it too).
+    pub(crate) fn memfd(size: u64) -> OwnedFd {
         sys::memfd(c"dma-test", size).unwrap().into()
     }
 
-    fn map(address: u64, size: u64, offset: u64) -> DmaMap {
+    /// A readable and writable DMA_MAP body.
+    pub(crate) fn map(address: u64, size: u64, offset: u64) -> DmaMap {
         DmaMap {
             argsz: 32,
             flags: DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE,

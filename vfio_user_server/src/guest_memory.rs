@@ -301,27 +301,10 @@ fn empty_slice<'a>() -> GuestSlice<'a> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::OwnedFd;
-
     use super::*;
+    use crate::dma::tests::map;
+    use crate::dma::tests::memfd;
     use crate::error::Disposition;
-    use crate::protocol::DmaMap;
-    use crate::protocol::DMA_MAP_FLAG_READ;
-    use crate::protocol::DMA_MAP_FLAG_WRITE;
-
-    fn memfd(size: u64) -> OwnedFd {
-        sys::memfd(c"dma-test", size).unwrap().into()
-    }
-
-    fn map(address: u64, size: u64, offset: u64) -> DmaMap {
-        DmaMap {
-            argsz: 32,
-            flags: DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE,
-            offset,
-            address,
-            size,
-        }
-    }
 
     #[test]
     fn read_write_within_and_across_adjacent_maps() {
