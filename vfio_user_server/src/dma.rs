@@ -74,11 +74,13 @@ impl DmaRegion {
         self.mapping.is_some()
     }
 
-    /// Whether a fault replaced the server's mapping (see `sys::FaultGuard`).
-    pub(crate) fn faulted(&self) -> bool {
-        self.mapping
-            .as_ref()
-            .is_some_and(|mapping| mapping.guard.faulted())
+    /// Fails with `DmaAccessFaulted` at `address` if a fault replaced the server's mapping (see
+    /// `sys::FaultGuard`): what an access copied is then not the client's memory.
+    pub(crate) fn check_fault(&self, address: u64) -> Result<()> {
+        match &self.mapping {
+            Some(mapping) if mapping.guard.faulted() => Err(Error::DmaAccessFaulted { address }),
+            _ => Ok(()),
+        }
     }
 
     /// The map as devices see it.

@@ -75,12 +75,9 @@ impl GuestSlice<'_> {
     /// Fails if the memory faulted (see `sys::FaultGuard`): what was copied is not the
     /// client's.
     fn check_fault(&self, offset: usize) -> Result<()> {
-        match self.region {
-            Some(region) if region.faulted() => Err(Error::DmaAccessFaulted {
-                address: self.address + offset as u64,
-            }),
-            _ => Ok(()),
-        }
+        self.region.map_or(Ok(()), |region| {
+            region.check_fault(self.address + offset as u64)
+        })
     }
 
     /// The host address of the slice, for handing to a system call (e.g. an iovec). It is valid
@@ -129,11 +126,7 @@ impl GuestMemory {
             // SAFETY: pieces() proved address..+len lies inside this region's mapping, which the
             // read lock keeps mapped; dst is a distinct Rust buffer of the same length.
             unsafe { sys::copy_guest(src, dst.as_mut_ptr(), piece.len) };
-            if piece.region.faulted() {
-                return Err(Error::DmaAccessFaulted {
-                    address: piece.address,
-                });
-            }
+            piece.region.check_fault(piece.address)?;
         }
         Ok(())
     }
@@ -152,11 +145,7 @@ impl GuestMemory {
             let src = &data[piece.buf_offset..piece.buf_offset + piece.len];
             // SAFETY: as in read(); the region was mapped writable (pieces() checked `writable`).
             unsafe { sys::copy_guest(src.as_ptr(), dst, piece.len) };
-            if piece.region.faulted() {
-                return Err(Error::DmaAccessFaulted {
-                    address: piece.address,
-                });
-            }
+            piece.region.check_fault(piece.address)?;
         }
         Ok(())
     }
@@ -199,9 +188,7 @@ impl GuestMemory {
         let result = f(&slice);
         // What `f` did through the slice's pointer (an iovec for a system call, say) is not
         // checked by the slice itself.
-        if region.faulted() {
-            return Err(Error::DmaAccessFaulted { address });
-        }
+        region.check_fault(address)?;
         Ok(result)
     }
 
