@@ -12,7 +12,9 @@
 //! ([`Interrupts`]), region info with sparse mmaps, ioeventfds, and BAR sizing in config space.
 //! For host-visible memory whose files come and go while the guest runs (virtio-gpu blobs),
 //! [`ShadowMemory`] backs a whole region with one mappable file kept coherent by copies, and
-//! [`SocketRelay`] brings the files a peer holds up to date before each message it gets.
+//! [`SocketRelay`] brings the files a peer holds up to date before each message it gets, or,
+//! with a [`StreamFilter`] that understands the peer's protocol, lends the peer the region's own
+//! file so that nothing needs copying.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -24,6 +26,7 @@ mod dma;
 mod error;
 mod guest_memory;
 mod irq;
+pub mod lease;
 mod message;
 pub mod pci;
 pub mod protocol;
@@ -54,13 +57,18 @@ pub use guest_memory::GuestMemory;
 pub use guest_memory::GuestSlice;
 pub use irq::Interrupts;
 pub use irq::IrqCounts;
+pub use lease::Placement;
+pub use lease::SharedRegion;
 pub use message::MemoryTransport;
 pub use message::Transport;
 pub use region::InvalidDescription;
 pub use region_map::RegionMapOutcome;
 pub use region_map::RegionMapQueue;
 pub use region_map::RegionMapRequest;
+pub use relay::FilterFactory;
+pub use relay::Filtered;
 pub use relay::SocketRelay;
+pub use relay::StreamFilter;
 pub use server::Listener;
 pub use server::Server;
 pub use shadow::ShadowMemory;

@@ -19,6 +19,10 @@
 //! What this does not give: writes to a file by anyone else after it was mapped do not reach the
 //! guest (a compositor writing into a client's buffer, as screen capture protocols do).
 //!
+//! A relay may also lend a peer the region's own file in place of a placed file ([`crate::lease`]):
+//! the peer then reads the guest's bytes with no copy, and the placed file's range is given back
+//! before [`ShadowMemory::unmap`] frees it.
+//!
 //! With a client that takes the proposed REGION_MAP extension ([`ShadowMemory::set_region_maps`]),
 //! a placed file is mapped by the client itself over its range instead: shared, no copies, and
 //! coherent both ways. The copies remain for clients without it, and whenever a request fails.
@@ -27,6 +31,7 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::io;
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::os::fd::BorrowedFd;
 use std::os::fd::OwnedFd;
@@ -38,6 +43,9 @@ use remain::sorted;
 use thiserror::Error;
 
 use crate::device::RegionMmap;
+use crate::lease::Borrower;
+use crate::lease::Borrowers;
+use crate::lease::Placement;
 use crate::region_map::RegionMapOutcome;
 use crate::region_map::RegionMapQueue;
 use crate::region_map::RegionMapRequest;
@@ -85,6 +93,8 @@ pub struct ShadowMemory {
     state: Mutex<Option<Shadow>>,
     /// The current client's REGION_MAP queue and this region's index, when there is a client.
     region_maps: Mutex<Option<(Arc<RegionMapQueue>, u32)>>,
+    /// Whoever was lent ranges of the region's file.
+    borrowers: Borrowers,
 }
 
 struct Shadow {
@@ -101,10 +111,14 @@ struct Shadow {
 struct Placed {
     source: MappedFile,
     identity: (u64, u64),
+    /// Where the range starts in the file.
+    fd_offset: u64,
     /// Whether the guest's writes are copied back into the file.
     writable: bool,
     /// The client maps the file itself (REGION_MAP): nothing to copy.
     by_client: bool,
+    /// Being unmapped: no longer lent to anyone.
+    leaving: bool,
 }
 
 impl ShadowMemory {
@@ -211,8 +225,10 @@ impl ShadowMemory {
         let mut placed = Placed {
             source,
             identity: sys::file_identity(fd)?,
+            fd_offset,
             writable,
             by_client: false,
+            leaving: false,
         };
         // The client's answer may take a while, and the connection's thread (which sends the
         // request) may need this lock meanwhile: ask without holding it.
@@ -316,6 +332,18 @@ impl ShadowMemory {
     /// Removes the mapping at `offset`: copies the range back into its file if writable, then
     /// frees the range's pages, which the guest reads as zeros from then on.
     pub fn unmap(&self, offset: u64) -> Result<()> {
+        // Nobody may be lent the range from here on; whoever was gives it back first.
+        let range = {
+            let mut state = self.lock();
+            let shadow = state.as_mut().ok_or(ShadowError::RegionMissing)?;
+            let placed = shadow
+                .mappings
+                .get_mut(&offset)
+                .ok_or(ShadowError::UnknownMapping(offset))?;
+            placed.leaving = true;
+            offset..offset + placed.source.len() as u64
+        };
+        self.borrowers.give_back(&range);
         let mut state = self.lock();
         let shadow = state.as_mut().ok_or(ShadowError::RegionMissing)?;
         let placed = shadow
@@ -338,6 +366,23 @@ impl ShadowMemory {
 
     /// Removes every mapping as [`ShadowMemory::unmap`] does (the device is gone, or reset).
     pub fn unmap_all(&self) {
+        let ranges: Vec<Range<u64>> = {
+            let mut state = self.lock();
+            let Some(shadow) = state.as_mut() else {
+                return;
+            };
+            shadow
+                .mappings
+                .iter_mut()
+                .map(|(offset, placed)| {
+                    placed.leaving = true;
+                    *offset..offset + placed.source.len() as u64
+                })
+                .collect()
+        };
+        for range in &ranges {
+            self.borrowers.give_back(range);
+        }
         let mut state = self.lock();
         let Some(shadow) = state.as_mut() else {
             return;
@@ -351,6 +396,45 @@ impl ShadowMemory {
             }
         }
         shadow.exported.clear();
+    }
+
+    /// Registers someone who may be lent ranges with [`ShadowMemory::lend`]: before a range is
+    /// freed, it gives the range back.
+    pub fn add_borrower(&self, borrower: std::sync::Weak<dyn Borrower>) {
+        self.borrowers.add(borrower);
+    }
+
+    /// Where the file behind `fd` is placed, if it can be lent to `borrower` in place of the
+    /// file: placed once, whole from its start, by this server (not by the client with
+    /// REGION_MAP: the file is then the guest's memory itself), and not being unmapped. The range
+    /// is recorded as lent to `borrower` before anyone can unmap it.
+    pub fn lend(&self, fd: BorrowedFd, borrower: &dyn Borrower) -> Option<Placement> {
+        let identity = sys::file_identity(fd).ok()?;
+        let state = self.lock();
+        let shadow = state.as_ref()?;
+        let mut placed = shadow
+            .mappings
+            .iter()
+            .filter(|(_, p)| p.identity == identity);
+        let (&offset, found) = placed.next()?;
+        if placed.next().is_some() || found.fd_offset != 0 || found.by_client || found.leaving {
+            return None;
+        }
+        let placement = Placement {
+            offset,
+            len: found.source.len() as u64,
+        };
+        borrower.lent(placement.range());
+        Some(placement)
+    }
+
+    /// A new fd of the region's own file, to lend to a peer.
+    pub fn region_fd(&self) -> io::Result<OwnedFd> {
+        let state = self.lock();
+        let shadow = state
+            .as_ref()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        shadow.file.try_clone()
     }
 
     /// Records that the file behind `fd` was handed to a peer: from now on its mappings are
@@ -687,5 +771,60 @@ mod tests {
         let mut bytes = [0u8; 6];
         file.read_exact_at(&mut bytes, 0).unwrap();
         assert_eq!(&bytes, b"keymap");
+    }
+
+    /// Records what it was lent.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Range<u64>>>);
+
+    impl Borrower for Recorder {
+        fn may_read(&self, range: &Range<u64>) -> bool {
+            let lent = self.0.lock().unwrap();
+            lent.iter().any(|l| crate::lease::overlap(l, range))
+        }
+
+        fn lent(&self, range: Range<u64>) {
+            self.0.lock().unwrap().push(range);
+        }
+
+        fn give_back(&self, range: &Range<u64>, _timeout: std::time::Duration) -> bool {
+            self.0.lock().unwrap().retain(|l| l != range);
+            true
+        }
+    }
+
+    #[test]
+    fn only_files_placed_once_whole_are_lent_and_they_come_back_before_unmap() {
+        let shadow = ShadowMemory::new();
+        let recorder = Arc::new(Recorder::default());
+        let weak: std::sync::Weak<Recorder> = Arc::downgrade(&recorder);
+        shadow.add_borrower(weak);
+        let whole = blob(&[1u8; 8192]);
+        let tail = blob(&[2u8; 8192]);
+        let unplaced = blob(&[3u8; 4096]);
+        assert!(shadow.lend(whole.as_fd(), recorder.as_ref()).is_none());
+        assert!(shadow.region_fd().is_err(), "no region yet");
+        let mmap = shadow.region_mmap("test", 1 << 20).unwrap();
+        shadow.map(0x4000, whole.as_fd(), 0, 8192, true).unwrap();
+        shadow.map(0x8000, tail.as_fd(), 4096, 4096, true).unwrap();
+        assert_eq!(
+            shadow.lend(whole.as_fd(), recorder.as_ref()),
+            Some(Placement {
+                offset: 0x4000,
+                len: 8192
+            })
+        );
+        assert!(shadow.lend(tail.as_fd(), recorder.as_ref()).is_none());
+        assert!(shadow.lend(unplaced.as_fd(), recorder.as_ref()).is_none());
+        assert_eq!(*recorder.0.lock().unwrap(), vec![0x4000..0x6000]);
+        let region = shadow.region_fd().unwrap();
+        assert_eq!(
+            sys::file_identity(region.as_fd()).unwrap(),
+            sys::file_identity(mmap.fd.as_fd()).unwrap()
+        );
+        shadow.unmap(0x8000).unwrap();
+        assert_eq!(recorder.0.lock().unwrap().len(), 1, "not that range");
+        shadow.unmap(0x4000).unwrap();
+        assert!(recorder.0.lock().unwrap().is_empty(), "given back");
     }
 }
