@@ -2,17 +2,22 @@
 // Use of this source code is governed by a BSD-style license that can be
 // found in the LICENSE file.
 
-//! The shadow copy and the relay with a real compositor, and no crosvm: a Wayland client of ours
-//! on the host talks to weston through `SocketRelay`, its wl_shm pool a file placed in a
-//! `ShadowMemory` region, and draws through its own mapping of the region, as a guest draws
-//! through the BAR. weston shows each frame only if the relay copied it out before the commit.
+//! The relay with a real compositor, and no crosvm: a Wayland client of ours on the host talks to
+//! weston through `SocketRelay`, its wl_shm pool a file placed in a `ShadowMemory` region, and
+//! draws through its own mapping of the region, as a guest draws through the BAR. Copying, weston
+//! shows each frame only if the relay copied it out before the commit; with the wl_shm rewrite,
+//! only if weston reads the region itself.
 //! Needs root (weston runs under chroot in the guest tree); reported as ignored otherwise.
 
+use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
 use std::os::fd::BorrowedFd;
 use std::os::fd::RawFd;
+use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::anyhow;
@@ -22,14 +27,18 @@ use guest_programs::wayland::Transport;
 use integration::checks;
 use integration::checks::require;
 use integration::checks::Checked;
+use integration::checks::NotPassed;
 use integration::guest::compositor::is_root;
 use integration::guest::compositor::Weston;
 use integration::guest::GuestEnv;
 use integration::raw_client::RawClient;
 use vfio_user_server::sys;
 use vfio_user_server::sys::MappedFile;
+use vfio_user_server::FilterFactory;
 use vfio_user_server::ShadowMemory;
 use vfio_user_server::SocketRelay;
+use vfio_user_server::StreamFilter;
+use wl_shm_rewrite::Rewriter;
 
 /// A Wayland connection over a unix socket; files are fds.
 struct Socket(RawClient);
@@ -64,78 +73,235 @@ impl Transport for Socket {
     }
 }
 
-fn shadowed_frames_reach_weston_through_the_relay() -> Checked {
-    require(is_root(), "weston runs under chroot, which needs root")?;
-    let env = GuestEnv::prepare()?;
-    let (width, height) = (320u32, 240u32);
-    let weston = Weston::start(&env, "relay-weston", width, height)?;
+/// How the relay gets frames to the compositor.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// Copied out of the region into the buffer's file before each message.
+    Copy,
+    /// The compositor gets the region's own file (wl_shm_rewrite): nothing to copy.
+    ZeroCopy,
+}
 
-    // The region as a client maps it, and the buffer's file placed in it.
-    const REGION: u64 = 4 << 20;
-    const AT: u64 = 0x10000;
-    let shadow = ShadowMemory::new();
-    let mmap = shadow.region_mmap("relay-weston", REGION)?;
-    let guest_view = MappedFile::map(mmap.fd.as_fd(), 0, REGION as usize, true, true)?;
-    let stride = width * 4;
-    let size = u64::from(stride * height).div_ceil(4096) * 4096;
-    let buffer = sys::memfd(c"buffer", size)?;
-    shadow.map(AT, buffer.as_fd(), 0, size, true)?;
+const REGION: u64 = 4 << 20;
+const AT: u64 = 0x10000;
+const WIDTH: u32 = 320;
+const HEIGHT: u32 = 240;
+const STRIDE: u32 = WIDTH * 4;
 
-    let dir = std::env::temp_dir().join(format!("relay-weston-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let relay_path = dir.join("relay");
-    let _ = std::fs::remove_file(&relay_path);
-    let relay = SocketRelay::start(&relay_path, &weston.socket(), shadow.clone())?;
-    let result = (|| -> Result<()> {
-        let socket = Socket(RawClient::from_stream(UnixStream::connect(relay.path())?));
-        let mut client = Client::new(socket, (width, height));
+/// A region as a client maps it, a relay to weston in front of it, and a buffer's file placed
+/// in it at AT.
+struct Scene {
+    weston: Weston,
+    /// The region's name, as its memfd shows in a process's maps.
+    name: String,
+    shadow: Arc<ShadowMemory>,
+    guest_view: MappedFile,
+    buffer: File,
+    size: u64,
+    relay: SocketRelay,
+    dir: PathBuf,
+}
+
+impl Scene {
+    fn new(name: &str, mode: Mode) -> Result<Scene, NotPassed> {
+        require(is_root(), "weston runs under chroot, which needs root")?;
+        let env = GuestEnv::prepare()?;
+        let weston = Weston::start(&env, name, WIDTH, HEIGHT)?;
+        let shadow = ShadowMemory::new();
+        let mmap = shadow.region_mmap(name, REGION)?;
+        let guest_view = MappedFile::map(mmap.fd.as_fd(), 0, REGION as usize, true, true)?;
+        let size = u64::from(STRIDE * HEIGHT).div_ceil(4096) * 4096;
+        let buffer = sys::memfd(c"buffer", size)?;
+        shadow.map(AT, buffer.as_fd(), 0, size, true)?;
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let relay_path = dir.join("relay");
+        let _ = std::fs::remove_file(&relay_path);
+        let filters: Option<FilterFactory> = match mode {
+            Mode::Copy => None,
+            Mode::ZeroCopy => Some(Arc::new(|| {
+                Box::new(Rewriter::new()) as Box<dyn StreamFilter>
+            })),
+        };
+        let relay =
+            SocketRelay::start_filtered(&relay_path, &weston.socket(), shadow.clone(), filters)?;
+        Ok(Scene {
+            weston,
+            name: name.to_string(),
+            shadow,
+            guest_view,
+            buffer,
+            size,
+            relay,
+            dir,
+        })
+    }
+
+    /// A fullscreen client through the relay, its buffer the file placed at AT.
+    fn client(&self) -> Result<Client<Socket>> {
+        let socket = Socket(RawClient::from_stream(UnixStream::connect(
+            self.relay.path(),
+        )?));
+        let mut client = Client::new(socket, (WIDTH, HEIGHT));
         client
-            .fullscreen_surface("relay-weston")
+            .fullscreen_surface(&self.name)
             .map_err(|e| anyhow!(e))?;
         assert_eq!(
             client.size,
-            (width, height),
+            (WIDTH, HEIGHT),
             "kiosk shell makes it fullscreen"
         );
         client
-            .create_buffer(buffer.as_raw_fd(), size as u32, 0, stride)
+            .create_buffer(self.buffer.as_raw_fd(), self.size as u32, 0, STRIDE)
             .map_err(|e| anyhow!(e))?;
-        for frame in 0..2 {
-            // Drawn through the region, as the guest does: the file itself is only written by the
-            // relay's copy-out.
-            let pixels: Vec<u8> = (0..height)
-                .flat_map(|y| {
-                    (0..width).flat_map(move |x| {
-                        guest_programs::pattern(frame, x, y, width, height).to_le_bytes()
-                    })
+        Ok(client)
+    }
+
+    /// Draws frame `frame` through the region at AT, as the guest does through the BAR: the
+    /// buffer's file itself is only written by the relay's copy-out, if at all.
+    fn draw(&self, frame: u32) {
+        let pixels: Vec<u8> = (0..HEIGHT)
+            .flat_map(|y| {
+                (0..WIDTH).flat_map(move |x| {
+                    guest_programs::pattern(frame, x, y, WIDTH, HEIGHT).to_le_bytes()
                 })
-                .collect();
-            // SAFETY: AT + the frame's bytes (<= size) lie inside the REGION-byte view.
-            unsafe {
-                sys::copy_guest(
-                    pixels.as_ptr(),
-                    guest_view.as_ptr().add(AT as usize),
-                    pixels.len(),
-                )
-            };
-            client.commit().map_err(|e| anyhow!(e))?;
-            client.roundtrip().map_err(|e| anyhow!(e))?;
-            weston
-                .wait_for_frame(width, height, |x, y| {
-                    guest_programs::pattern(frame, x, y, width, height)
-                })
-                .map_err(|diff| anyhow!("frame {frame} never on screen: {diff}"))?;
+            })
+            .collect();
+        // SAFETY: AT + the frame's bytes (<= size) lie inside the REGION-byte view.
+        unsafe {
+            sys::copy_guest(
+                pixels.as_ptr(),
+                self.guest_view.as_ptr().add(AT as usize),
+                pixels.len(),
+            )
+        };
+    }
+
+    fn show(&self, client: &mut Client<Socket>, frame: u32) -> Result<()> {
+        self.draw(frame);
+        client.commit().map_err(|e| anyhow!(e))?;
+        client.roundtrip().map_err(|e| anyhow!(e))?;
+        self.weston
+            .wait_for_frame(WIDTH, HEIGHT, |x, y| {
+                guest_programs::pattern(frame, x, y, WIDTH, HEIGHT)
+            })
+            .map_err(|diff| anyhow!("frame {frame} never on screen: {diff}"))
+    }
+
+    /// Whether the compositor has the region's file mapped.
+    fn compositor_maps_region(&self) -> Result<bool> {
+        let pid = peer_pid(&UnixStream::connect(self.weston.socket())?)?;
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+        Ok(maps.contains(&format!("/memfd:{} ", self.name)))
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The process at the other end of a unix socket.
+fn peer_pid(stream: &UnixStream) -> Result<libc::pid_t> {
+    let mut credentials = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `credentials` is a writable ucred and `len` its size, as SO_PEERCRED expects.
+    let result = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut credentials as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if result != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(credentials.pid)
+}
+
+/// What the buffer's own file holds at its start.
+fn file_start(file: &File) -> Result<Vec<u8>> {
+    let mut bytes = vec![0u8; 64];
+    file.read_exact_at(&mut bytes, 0)?;
+    Ok(bytes)
+}
+
+fn frames_reach_weston(name: &str, mode: Mode) -> Checked {
+    let scene = Scene::new(name, mode)?;
+    let mut client = scene.client()?;
+    for frame in 0..2 {
+        scene.show(&mut client, frame)?;
+    }
+    let copied = file_start(&scene.buffer)? != vec![0u8; 64];
+    match mode {
+        Mode::Copy => {
+            assert!(copied, "the frames were copied into the buffer's file");
+            assert!(!scene.compositor_maps_region()?);
         }
-        Ok(())
-    })();
-    drop(relay);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(result?)
+        Mode::ZeroCopy => {
+            assert!(!copied, "nothing is copied into the buffer's file");
+            assert!(scene.compositor_maps_region()?, "weston reads the region");
+        }
+    }
+    Ok(())
+}
+
+fn shadowed_frames_reach_weston_through_the_relay() -> Checked {
+    frames_reach_weston("relay-weston-copy", Mode::Copy)
+}
+
+fn lent_frames_reach_weston_with_no_copy() -> Checked {
+    frames_reach_weston("relay-weston-lent", Mode::ZeroCopy)
+}
+
+/// The guest frees a blob weston still shows (its client neither destroyed the buffer nor got
+/// it back): the connection ends before the unmap returns, weston lets go of the region, and
+/// what the guest places there next reaches no surface of the old client; weston serves the
+/// next one.
+fn a_shown_blob_the_guest_frees_ends_its_connection() -> Checked {
+    let scene = Scene::new("relay-weston-freed", Mode::ZeroCopy)?;
+    let mut client = scene.client()?;
+    scene.show(&mut client, 0)?;
+    assert!(scene.compositor_maps_region()?);
+    scene.shadow.unmap(AT)?;
+    assert!(
+        !scene.compositor_maps_region()?,
+        "weston dropped the region's file before the unmap returned"
+    );
+    let error = client.roundtrip().expect_err("the connection is over");
+    assert!(
+        error.contains("closed") || error.contains("Broken pipe"),
+        "{error}"
+    );
+    // The range is the guest's again: a new blob there, a new client.
+    scene
+        .shadow
+        .map(AT, scene.buffer.as_fd(), 0, scene.size, true)?;
+    let mut next = scene.client()?;
+    scene.show(&mut next, 1)?;
+    Ok(())
 }
 
 fn main() {
-    checks::run(&[(
-        "shadowed_frames_reach_weston_through_the_relay",
-        shadowed_frames_reach_weston_through_the_relay,
-    )]);
+    checks::run(&[
+        (
+            "shadowed_frames_reach_weston_through_the_relay",
+            shadowed_frames_reach_weston_through_the_relay,
+        ),
+        (
+            "lent_frames_reach_weston_with_no_copy",
+            lent_frames_reach_weston_with_no_copy,
+        ),
+        (
+            "a_shown_blob_the_guest_frees_ends_its_connection",
+            a_shown_blob_the_guest_frees_ends_its_connection,
+        ),
+    ]);
 }
