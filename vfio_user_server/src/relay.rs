@@ -242,10 +242,10 @@ impl RelayConnection {
         }
         let stats = &self.stats;
         log::info!(
-            "socket relay: connection closed after {} messages to the peer; copied out {} MiB in \
-             {:.1} ms; lent the region's file {} times",
+            "socket relay: connection closed after {} messages to the peer; copied out {} bytes \
+             in {:.1} ms; lent the region's file {} times",
             stats.messages,
-            stats.copied_bytes >> 20,
+            stats.copied_bytes,
             stats.copy_time.as_secs_f64() * 1000.0,
             stats.lent_files,
         );

@@ -33,7 +33,11 @@ use devices::vfio_user_backend;
 #[cfg(feature = "gpu")]
 use devices::vfio_user_backend::vfio_user_server::ShadowMemory;
 #[cfg(feature = "gpu")]
+use devices::vfio_user_backend::vfio_user_server::FilterFactory;
+#[cfg(feature = "gpu")]
 use devices::vfio_user_backend::vfio_user_server::SocketRelay;
+#[cfg(feature = "gpu")]
+use devices::vfio_user_backend::vfio_user_server::StreamFilter;
 use devices::virtio::base_features;
 use devices::virtio::block::DiskOption;
 use devices::virtio::device_constants::fs::FS_MAX_TAG_LEN;
@@ -246,6 +250,11 @@ struct GpuOptions {
     /// mapping: every guest access to a mapped blob is then a message (slow), for clients that
     /// cannot map it and for comparison
     trapped_shared_memory: bool,
+    #[argh(switch)]
+    /// copy each frame the guest draws in a wl_shm buffer out of the host-visible memory BAR
+    /// into the blob the compositor holds, as it is sent; by default the compositor gets the
+    /// BAR's own file for wl_shm pools and reads the frames in place, with no copy
+    copy_wl_shm_frames: bool,
 }
 
 #[cfg(feature = "audio")]
@@ -416,10 +425,11 @@ pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
             let params = gpu.params;
             let sockets: BTreeMap<String, PathBuf> = gpu.wayland_sock.into_iter().collect();
             // Blobs the guest maps live in BAR2's shadow; the compositors get them through
-            // relays that bring them up to date before each message. The display (unnamed
+            // relays: wl_shm pools of placed blobs are pointed at BAR2's own file, and every
+            // other blob is brought up to date before each message. The display (unnamed
             // socket) talks to its compositor directly: it sends no blobs.
             let shadow = ShadowMemory::new();
-            let relays = WaylandRelays::start(&sockets, &shadow)?;
+            let relays = WaylandRelays::start(&sockets, &shadow, !gpu.copy_wl_shm_frames)?;
             let channels = relays.channels();
             let display = sockets.get("").cloned();
             // The host ends of the current device's tubes: its worker stops when the control
@@ -535,7 +545,12 @@ impl WaylandRelays {
     fn start(
         sockets: &BTreeMap<String, PathBuf>,
         shadow: &Arc<ShadowMemory>,
+        zero_copy: bool,
     ) -> anyhow::Result<WaylandRelays> {
+        let filters: Option<FilterFactory> = zero_copy.then(|| {
+            Arc::new(|| Box::new(wl_shm_rewrite::Rewriter::new()) as Box<dyn StreamFilter>)
+                as FilterFactory
+        });
         let dir = std::env::temp_dir().join(format!("crosvm-vfio-user-gpu-{}", std::process::id()));
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -547,7 +562,7 @@ impl WaylandRelays {
         };
         for (i, (name, peer)) in sockets.iter().enumerate() {
             let listen = relays.dir.join(format!("wayland-{i}"));
-            let relay = SocketRelay::start(&listen, peer, shadow.clone())
+            let relay = SocketRelay::start_filtered(&listen, peer, shadow.clone(), filters.clone())
                 .with_context(|| format!("relaying {} at {}", peer.display(), listen.display()))?;
             relays.relays.insert(name.clone(), relay);
         }
