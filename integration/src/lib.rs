@@ -10,6 +10,8 @@ pub mod guest;
 pub mod inherited;
 pub mod raw_client;
 pub mod reference;
+pub mod relay_log;
 pub mod serve;
+pub mod stats;
 pub mod virtio;
 pub mod virtio_driver;

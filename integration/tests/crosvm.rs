@@ -21,7 +21,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
+use std::time::Instant;
 
+use anyhow::bail;
 use anyhow::Context;
 use anyhow::Result;
 use integration::checks;
@@ -39,6 +41,8 @@ use integration::guest::GuestEnv;
 use integration::guest::GuestRun;
 use integration::guest::Responder;
 use integration::guest::Servers;
+use integration::relay_log::relay_connections;
+use integration::relay_log::RelayConnection;
 
 /// The crosvm binary to test, from CROSVM_BIN; the check is skipped without one.
 fn crosvm() -> Result<PathBuf, NotPassed> {
@@ -704,27 +708,45 @@ fn crosvm_input_keyboard_events_reach_the_guest() -> Checked {
     Ok(())
 }
 
+/// How the frames of a cross-domain guest reach the compositor.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum FrameMode {
+    /// BAR2 mapped by QEMU, the compositor given BAR2's own file for the wl_shm pool (the
+    /// default): nothing is copied.
+    ZeroCopy,
+    /// BAR2 mapped by QEMU, each frame copied out of its shadow into the blob the compositor
+    /// holds (`--copy-wl-shm-frames`).
+    Copy,
+    /// BAR2 offered trapped only: each guest store is a REGION_WRITE into the shadow, which the
+    /// compositor reads in place.
+    Trapped,
+}
+
 /// Cross-domain (multi-VM Wayland): a guest program of ours draws into a host-visible blob it
 /// maps through BAR2, shares it with weston on the host as a wl_shm pool through the
 /// cross-domain context, and shows it fullscreen; the host's screenshot must be the pattern,
-/// for two frames that differ at every pixel. BAR2 is mapped by QEMU: the shadow copy. A second
-/// guest against the same server (the first one's blobs released at its disconnect) does it
-/// again.
+/// for two frames that differ at every pixel. A second guest against the same server (the first
+/// one's blobs released at its disconnect) does it again. The server's relay must have lent the
+/// compositor BAR2's file and copied nothing.
 fn crosvm_gpu_cross_domain_frames_reach_weston() -> Checked {
-    cross_domain_frames_reach_weston(false)
+    cross_domain_frames_reach_weston(FrameMode::ZeroCopy)
 }
 
-/// The same with BAR2 offered trapped only: each guest store is a REGION_WRITE into the shadow,
-/// from which the frames reach weston all the same.
+/// The same, copying each frame: the relay copied, and lent nothing.
+fn crosvm_gpu_cross_domain_frames_reach_weston_copied() -> Checked {
+    cross_domain_frames_reach_weston(FrameMode::Copy)
+}
+
+/// The same with BAR2 offered trapped only, from which the frames reach weston all the same.
 fn crosvm_gpu_cross_domain_frames_reach_weston_trapped() -> Checked {
-    cross_domain_frames_reach_weston(true)
+    cross_domain_frames_reach_weston(FrameMode::Trapped)
 }
 
-fn cross_domain_frames_reach_weston(trapped: bool) -> Checked {
-    let name = if trapped {
-        "crosvm-cross-domain-trapped"
-    } else {
-        "crosvm-cross-domain"
+fn cross_domain_frames_reach_weston(mode: FrameMode) -> Checked {
+    let (name, flag) = match mode {
+        FrameMode::ZeroCopy => ("crosvm-cross-domain", ""),
+        FrameMode::Copy => ("crosvm-cross-domain-copied", "--copy-wl-shm-frames"),
+        FrameMode::Trapped => ("crosvm-cross-domain-trapped", "--trapped-shared-memory"),
     };
     let crosvm = crosvm_serving("gpu")?;
     require(is_root(), "weston runs under chroot, which needs root")?;
@@ -751,11 +773,10 @@ fn cross_domain_frames_reach_weston(trapped: bool) -> Checked {
         }))
     };
     let server = format!(
-        "{} device vfio-user-server gpu --socket {{socket}} --wayland-sock {} {} \
+        "{} device vfio-user-server gpu --socket {{socket}} --wayland-sock {} {flag} \
          --params '{{\"context-types\":\"cross-domain\",\"displays\":[{{\"mode\":{{\"windowed\":[{width},{height}]}}}}]}}'",
         shell_quote_path(&crosvm),
         shell_quote_path(&weston.socket()),
-        if trapped { "--trapped-shared-memory" } else { "" },
     );
     let boot = Boot {
         name: name.to_string(),
@@ -769,7 +790,7 @@ fn cross_domain_frames_reach_weston(trapped: bool) -> Checked {
         ..Boot::default()
     };
     let mut servers = Servers::start(&env, &boot)?;
-    let boots = if trapped { 1 } else { 2 };
+    let boots = if mode == FrameMode::Trapped { 1 } else { 2 };
     for i in 0..boots {
         let run = servers.boot(
             &env,
@@ -795,7 +816,44 @@ fn cross_domain_frames_reach_weston(trapped: bool) -> Checked {
         checks.clear();
     }
     assert!(servers.all_running()?, "the server survived both guests");
+    let relays = relay_connections_of(&servers, boots)?;
+    let copied: u64 = relays.iter().map(|r| r.copied_bytes).sum();
+    let lent: u64 = relays.iter().map(|r| r.lent_files).sum();
+    match mode {
+        FrameMode::ZeroCopy | FrameMode::Trapped => {
+            assert_eq!(copied, 0, "nothing copied: {relays:?}");
+            assert!(lent >= boots as u64, "each guest's pool lent: {relays:?}");
+        }
+        FrameMode::Copy => {
+            assert!(copied > 0, "frames copied: {relays:?}");
+            assert_eq!(lent, 0, "nothing lent: {relays:?}");
+        }
+    }
     Ok(())
+}
+
+/// The relay connections the server reported, once at least `count` of them carried messages
+/// (each is logged when the guest's context closes it, which may follow the guest's end).
+fn relay_connections_of(servers: &Servers, count: usize) -> Result<Vec<RelayConnection>> {
+    let log = servers.logs().remove(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let relays: Vec<RelayConnection> = relay_connections(&std::fs::read_to_string(&log)?)
+            .into_iter()
+            .filter(|r| r.messages > 0)
+            .collect();
+        if relays.len() >= count {
+            return Ok(relays);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} relay connections with messages in {}, expected {count}",
+                relays.len(),
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Waits until weston's output shows frame `frame` of the pattern. Returns the frame, or how the
@@ -854,6 +912,10 @@ fn main() {
         (
             "crosvm_gpu_cross_domain_frames_reach_weston",
             crosvm_gpu_cross_domain_frames_reach_weston,
+        ),
+        (
+            "crosvm_gpu_cross_domain_frames_reach_weston_copied",
+            crosvm_gpu_cross_domain_frames_reach_weston_copied,
         ),
         (
             "crosvm_gpu_cross_domain_frames_reach_weston_trapped",

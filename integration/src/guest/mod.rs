@@ -223,6 +223,11 @@ impl Servers {
         })
     }
 
+    /// Where each server writes its output.
+    pub fn logs(&self) -> Vec<PathBuf> {
+        self.servers.iter().map(|s| s.log.clone()).collect()
+    }
+
     /// Boots a guest against these servers (`boot.servers` is not used here).
     pub fn boot(&mut self, env: &GuestEnv, boot: &Boot) -> Result<GuestRun> {
         let log_dir = fresh_log_dir(env, &boot.name)?;
