@@ -4,8 +4,9 @@
 # found in the LICENSE file.
 #
 # Builds the guest test environment: a minimal Debian trixie tree holding QEMU with
-# vfio-user-pci (trixie-backports), a Linux kernel and its modules, a static busybox, and weston
-# (a Wayland compositor with a headless backend, for the host side of the GPU checks).
+# vfio-user-pci (trixie-backports), a Linux kernel and its modules, a static busybox, and two
+# Wayland compositors with headless backends for the host side of the GPU checks: weston, and
+# cage on wlroots (with wlr-randr to size its output and grim for its screenshots).
 #
 #     build-chroot.sh DIR
 #
@@ -19,7 +20,7 @@
 set -euo pipefail
 
 # Bump when the recipe below changes so existing trees are rebuilt.
-readonly RECIPE="trixie minbase; qemu-system-x86 from trixie-backports; linux-image-amd64 busybox-static weston; v2"
+readonly RECIPE="trixie minbase; qemu-system-x86 from trixie-backports; linux-image-amd64 busybox-static weston cage wlr-randr grim; v3"
 readonly SUITE=trixie
 
 if [[ $# -ne 1 ]]; then
@@ -122,6 +123,10 @@ EOF
     in_tree apt-get install -y -q --no-install-recommends -t "${SUITE}-backports" qemu-system-x86
     in_tree apt-get install -y -q --no-install-recommends linux-image-amd64 busybox-static
     in_tree apt-get install -y -q --no-install-recommends weston
+    # A second compositor, on wlroots, so the relay is not tuned to weston's ways. cage is a
+    # kiosk like weston's kiosk shell; its headless output is sized with wlr-randr (through
+    # wlr-output-management) and captured with grim (through wlr-screencopy).
+    in_tree apt-get install -y -q --no-install-recommends cage wlr-randr grim
     in_tree apt-get clean
     unmount_below "${tmp}"
 

@@ -33,6 +33,8 @@ use integration::checks::Checked;
 use integration::checks::NotPassed;
 use integration::guest;
 use integration::guest::compositor::is_root;
+use integration::guest::compositor::Cage;
+use integration::guest::compositor::Compositor;
 use integration::guest::compositor::Weston;
 use integration::guest::programs;
 use integration::guest::shell_quote_path;
@@ -729,35 +731,58 @@ enum FrameMode {
 /// one's blobs released at its disconnect) does it again. The server's relay must have lent the
 /// compositor BAR2's file and copied nothing.
 fn crosvm_gpu_cross_domain_frames_reach_weston() -> Checked {
-    cross_domain_frames_reach_weston(FrameMode::ZeroCopy)
+    cross_domain_frames_reach(Weston::start, "weston", FrameMode::ZeroCopy)
 }
 
 /// The same, copying each frame: the relay copied, and lent nothing.
 fn crosvm_gpu_cross_domain_frames_reach_weston_copied() -> Checked {
-    cross_domain_frames_reach_weston(FrameMode::Copy)
+    cross_domain_frames_reach(Weston::start, "weston", FrameMode::Copy)
 }
 
 /// The same with BAR2 offered trapped only, from which the frames reach weston all the same.
 fn crosvm_gpu_cross_domain_frames_reach_weston_trapped() -> Checked {
-    cross_domain_frames_reach_weston(FrameMode::Trapped)
+    cross_domain_frames_reach(Weston::start, "weston", FrameMode::Trapped)
 }
 
-fn cross_domain_frames_reach_weston(mode: FrameMode) -> Checked {
-    let (name, flag) = match mode {
-        FrameMode::ZeroCopy => ("crosvm-cross-domain", ""),
-        FrameMode::Copy => ("crosvm-cross-domain-copied", "--copy-wl-shm-frames"),
-        FrameMode::Trapped => ("crosvm-cross-domain-trapped", "--trapped-shared-memory"),
+/// The same against cage, a compositor on wlroots, so that nothing is tuned to weston.
+fn crosvm_gpu_cross_domain_frames_reach_cage() -> Checked {
+    cross_domain_frames_reach(Cage::start, "cage", FrameMode::ZeroCopy)
+}
+
+fn crosvm_gpu_cross_domain_frames_reach_cage_copied() -> Checked {
+    cross_domain_frames_reach(Cage::start, "cage", FrameMode::Copy)
+}
+
+fn crosvm_gpu_cross_domain_frames_reach_cage_trapped() -> Checked {
+    cross_domain_frames_reach(Cage::start, "cage", FrameMode::Trapped)
+}
+
+/// Starts a compositor of `width` x `height` named for a check.
+type StartCompositor<C> = fn(&GuestEnv, &str, u32, u32) -> Result<C>;
+
+fn cross_domain_frames_reach<C: Compositor + Send + Sync + 'static>(
+    start: StartCompositor<C>,
+    compositor_name: &str,
+    mode: FrameMode,
+) -> Checked {
+    let (suffix, flag) = match mode {
+        FrameMode::ZeroCopy => ("", ""),
+        FrameMode::Copy => ("-copied", "--copy-wl-shm-frames"),
+        FrameMode::Trapped => ("-trapped", "--trapped-shared-memory"),
     };
+    let name = &format!("crosvm-cross-domain-{compositor_name}{suffix}");
     let crosvm = crosvm_serving("gpu")?;
-    require(is_root(), "weston runs under chroot, which needs root")?;
+    require(
+        is_root(),
+        "the compositors run under chroot, which needs root",
+    )?;
     let env = GuestEnv::prepare()?;
     let (width, height) = (640, 480);
-    let weston = Weston::start(&env, name, width, height)?;
+    let compositor = Arc::new(start(&env, name, width, height)?);
     let program = programs::build(&env, "wayland-pattern")?;
-    let weston = Arc::new(weston);
     let checks: Arc<Mutex<Vec<std::result::Result<u32, String>>>> = Arc::default();
     let responder = {
-        let (weston, checks) = (weston.clone(), checks.clone());
+        let (compositor, checks) = (compositor.clone(), checks.clone());
         Responder(Arc::new(move |line: &str| {
             let rest = line.split("@@SHOW ").nth(1)?;
             let field = |key: &str| -> Option<u32> {
@@ -768,7 +793,7 @@ fn cross_domain_frames_reach_weston(mode: FrameMode) -> Checked {
             checks
                 .lock()
                 .unwrap()
-                .push(frame_on_screen(&weston, frame, w, h));
+                .push(frame_on_screen(compositor.as_ref(), frame, w, h));
             Some("\n".to_string())
         }))
     };
@@ -776,7 +801,7 @@ fn cross_domain_frames_reach_weston(mode: FrameMode) -> Checked {
         "{} device vfio-user-server gpu --socket {{socket}} --wayland-sock {} {flag} \
          --params '{{\"context-types\":\"cross-domain\",\"displays\":[{{\"mode\":{{\"windowed\":[{width},{height}]}}}}]}}'",
         shell_quote_path(&crosvm),
-        shell_quote_path(&weston.socket()),
+        shell_quote_path(&compositor.socket()),
     );
     let boot = Boot {
         name: name.to_string(),
@@ -856,15 +881,15 @@ fn relay_connections_of(servers: &Servers, count: usize) -> Result<Vec<RelayConn
     }
 }
 
-/// Waits until weston's output shows frame `frame` of the pattern. Returns the frame, or how the
-/// last screenshot differed.
+/// Waits until the compositor's output shows frame `frame` of the pattern. Returns the frame, or
+/// how the last screenshot differed.
 fn frame_on_screen(
-    weston: &Weston,
+    compositor: &impl Compositor,
     frame: u32,
     width: u32,
     height: u32,
 ) -> std::result::Result<u32, String> {
-    weston
+    compositor
         .wait_for_frame(width, height, |x, y| {
             guest_programs::pattern(frame, x, y, width, height)
         })
@@ -920,6 +945,18 @@ fn main() {
         (
             "crosvm_gpu_cross_domain_frames_reach_weston_trapped",
             crosvm_gpu_cross_domain_frames_reach_weston_trapped,
+        ),
+        (
+            "crosvm_gpu_cross_domain_frames_reach_cage",
+            crosvm_gpu_cross_domain_frames_reach_cage,
+        ),
+        (
+            "crosvm_gpu_cross_domain_frames_reach_cage_copied",
+            crosvm_gpu_cross_domain_frames_reach_cage_copied,
+        ),
+        (
+            "crosvm_gpu_cross_domain_frames_reach_cage_trapped",
+            crosvm_gpu_cross_domain_frames_reach_cage_trapped,
         ),
     ]);
 }

@@ -2,12 +2,12 @@
 // Use of this source code is governed by a BSD-style license that can be
 // found in the LICENSE file.
 
-//! The relay with a real compositor, and no crosvm: a Wayland client of ours on the host talks to
-//! weston through `SocketRelay`, its wl_shm pool a file placed in a `ShadowMemory` region, and
-//! draws through its own mapping of the region, as a guest draws through the BAR. Copying, weston
-//! shows each frame only if the relay copied it out before the commit; with the wl_shm rewrite,
-//! only if weston reads the region itself.
-//! Needs root (weston runs under chroot in the guest tree); reported as ignored otherwise.
+//! The relay with real compositors, and no crosvm: a Wayland client of ours on the host talks to
+//! weston, or to cage (wlroots), through `SocketRelay`, its wl_shm pool a file placed in a
+//! `ShadowMemory` region, and draws through its own mapping of the region, as a guest draws
+//! through the BAR. Copying, the compositor shows each frame only if the relay copied it out
+//! before the commit; with the wl_shm rewrite, only if it reads the region itself.
+//! Needs root (the compositors run under chroot in the guest tree); reported as ignored otherwise.
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -29,6 +29,8 @@ use integration::checks::require;
 use integration::checks::Checked;
 use integration::checks::NotPassed;
 use integration::guest::compositor::is_root;
+use integration::guest::compositor::Cage;
+use integration::guest::compositor::Compositor;
 use integration::guest::compositor::Weston;
 use integration::guest::GuestEnv;
 use integration::raw_client::RawClient;
@@ -88,10 +90,10 @@ const WIDTH: u32 = 320;
 const HEIGHT: u32 = 240;
 const STRIDE: u32 = WIDTH * 4;
 
-/// A region as a client maps it, a relay to weston in front of it, and a buffer's file placed
-/// in it at AT.
-struct Scene {
-    weston: Weston,
+/// A region as a client maps it, a relay to a compositor in front of it, and a buffer's file
+/// placed in it at AT.
+struct Scene<C: Compositor> {
+    compositor: C,
     /// The region's name, as its memfd shows in a process's maps.
     name: String,
     shadow: Arc<ShadowMemory>,
@@ -102,11 +104,17 @@ struct Scene {
     dir: PathBuf,
 }
 
-impl Scene {
-    fn new(name: &str, mode: Mode) -> Result<Scene, NotPassed> {
-        require(is_root(), "weston runs under chroot, which needs root")?;
+/// Which compositor to start.
+type Start<C> = fn(&GuestEnv, &str, u32, u32) -> Result<C>;
+
+impl<C: Compositor> Scene<C> {
+    fn new(start: Start<C>, name: &str, mode: Mode) -> Result<Scene<C>, NotPassed> {
+        require(
+            is_root(),
+            "the compositors run under chroot, which needs root",
+        )?;
         let env = GuestEnv::prepare()?;
-        let weston = Weston::start(&env, name, WIDTH, HEIGHT)?;
+        let compositor = start(&env, name, WIDTH, HEIGHT)?;
         let shadow = ShadowMemory::new();
         let mmap = shadow.region_mmap(name, REGION)?;
         let guest_view = MappedFile::map(mmap.fd.as_fd(), 0, REGION as usize, true, true)?;
@@ -123,10 +131,14 @@ impl Scene {
                 Box::new(Rewriter::new()) as Box<dyn StreamFilter>
             })),
         };
-        let relay =
-            SocketRelay::start_filtered(&relay_path, &weston.socket(), shadow.clone(), filters)?;
+        let relay = SocketRelay::start_filtered(
+            &relay_path,
+            &compositor.socket(),
+            shadow.clone(),
+            filters,
+        )?;
         Ok(Scene {
-            weston,
+            compositor,
             name: name.to_string(),
             shadow,
             guest_view,
@@ -149,7 +161,7 @@ impl Scene {
         assert_eq!(
             client.size,
             (WIDTH, HEIGHT),
-            "kiosk shell makes it fullscreen"
+            "the compositor makes it fullscreen"
         );
         client
             .create_buffer(self.buffer.as_raw_fd(), self.size as u32, 0, STRIDE)
@@ -181,7 +193,7 @@ impl Scene {
         self.draw(frame);
         client.commit().map_err(|e| anyhow!(e))?;
         client.roundtrip().map_err(|e| anyhow!(e))?;
-        self.weston
+        self.compositor
             .wait_for_frame(WIDTH, HEIGHT, |x, y| {
                 guest_programs::pattern(frame, x, y, WIDTH, HEIGHT)
             })
@@ -190,13 +202,13 @@ impl Scene {
 
     /// Whether the compositor has the region's file mapped.
     fn compositor_maps_region(&self) -> Result<bool> {
-        let pid = peer_pid(&UnixStream::connect(self.weston.socket())?)?;
+        let pid = peer_pid(&UnixStream::connect(self.compositor.socket())?)?;
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
         Ok(maps.contains(&format!("/memfd:{} ", self.name)))
     }
 }
 
-impl Drop for Scene {
+impl<C: Compositor> Drop for Scene<C> {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -233,8 +245,8 @@ fn file_start(file: &File) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn frames_reach_weston(name: &str, mode: Mode) -> Checked {
-    let scene = Scene::new(name, mode)?;
+fn frames_reach<C: Compositor>(start: Start<C>, name: &str, mode: Mode) -> Checked {
+    let scene = Scene::new(start, name, mode)?;
     let mut client = scene.client()?;
     for frame in 0..2 {
         scene.show(&mut client, frame)?;
@@ -247,33 +259,31 @@ fn frames_reach_weston(name: &str, mode: Mode) -> Checked {
         }
         Mode::ZeroCopy => {
             assert!(!copied, "nothing is copied into the buffer's file");
-            assert!(scene.compositor_maps_region()?, "weston reads the region");
+            assert!(
+                scene.compositor_maps_region()?,
+                "the compositor reads the region"
+            );
         }
     }
     Ok(())
 }
 
-fn shadowed_frames_reach_weston_through_the_relay() -> Checked {
-    frames_reach_weston("relay-weston-copy", Mode::Copy)
-}
-
-fn lent_frames_reach_weston_with_no_copy() -> Checked {
-    frames_reach_weston("relay-weston-lent", Mode::ZeroCopy)
-}
-
-/// The guest frees a blob weston still shows (its client neither destroyed the buffer nor got
-/// it back): the connection ends before the unmap returns, weston lets go of the region, and
-/// what the guest places there next reaches no surface of the old client; weston serves the
-/// next one.
-fn a_shown_blob_the_guest_frees_ends_its_connection() -> Checked {
-    let scene = Scene::new("relay-weston-freed", Mode::ZeroCopy)?;
+/// The guest frees a blob the compositor still shows (its client neither destroyed the buffer
+/// nor got it back): the connection ends before the unmap returns, the compositor lets go of the
+/// region, and what the guest places there next reaches no surface of the old client; the
+/// compositor serves the next one.
+fn a_shown_blob_the_guest_frees_ends_its_connection<C: Compositor>(
+    start: Start<C>,
+    name: &str,
+) -> Checked {
+    let scene = Scene::new(start, name, Mode::ZeroCopy)?;
     let mut client = scene.client()?;
     scene.show(&mut client, 0)?;
     assert!(scene.compositor_maps_region()?);
     scene.shadow.unmap(AT)?;
     assert!(
         !scene.compositor_maps_region()?,
-        "weston dropped the region's file before the unmap returned"
+        "the compositor dropped the region's file before the unmap returned"
     );
     let error = client.roundtrip().expect_err("the connection is over");
     assert!(
@@ -291,17 +301,23 @@ fn a_shown_blob_the_guest_frees_ends_its_connection() -> Checked {
 
 fn main() {
     checks::run(&[
-        (
-            "shadowed_frames_reach_weston_through_the_relay",
-            shadowed_frames_reach_weston_through_the_relay,
-        ),
-        (
-            "lent_frames_reach_weston_with_no_copy",
-            lent_frames_reach_weston_with_no_copy,
-        ),
-        (
-            "a_shown_blob_the_guest_frees_ends_its_connection",
-            a_shown_blob_the_guest_frees_ends_its_connection,
-        ),
+        ("weston_copied_frames", || {
+            frames_reach(Weston::start, "relay-weston-copy", Mode::Copy)
+        }),
+        ("weston_lent_frames", || {
+            frames_reach(Weston::start, "relay-weston-lent", Mode::ZeroCopy)
+        }),
+        ("weston_freed_blob_ends_its_connection", || {
+            a_shown_blob_the_guest_frees_ends_its_connection(Weston::start, "relay-weston-freed")
+        }),
+        ("cage_copied_frames", || {
+            frames_reach(Cage::start, "relay-cage-copy", Mode::Copy)
+        }),
+        ("cage_lent_frames", || {
+            frames_reach(Cage::start, "relay-cage-lent", Mode::ZeroCopy)
+        }),
+        ("cage_freed_blob_ends_its_connection", || {
+            a_shown_blob_the_guest_frees_ends_its_connection(Cage::start, "relay-cage-freed")
+        }),
     ]);
 }
