@@ -153,6 +153,11 @@ impl Rewriter {
         self.lost
     }
 
+    /// How many bytes of an incomplete request are held back, waiting for its end.
+    pub fn held_back(&self) -> usize {
+        self.partial.len()
+    }
+
     /// The ranges of the region the compositor may read through rewritten pools, given what
     /// was followed so far.
     pub fn lent(&self) -> Vec<Range<u64>> {

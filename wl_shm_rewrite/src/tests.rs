@@ -563,6 +563,7 @@ fn any_stream_comes_out_whole_with_every_fd() {
             rewriter.process_events(&events);
             at = end;
         }
+        assert_eq!(out.len() + rewriter.held_back(), stream.len());
         out.extend(std::mem::take(&mut rewriter.partial));
         assert_eq!(out.len(), stream.len());
         assert_eq!(fds_in, fds_out);
