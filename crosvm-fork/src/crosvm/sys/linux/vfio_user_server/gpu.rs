@@ -1,0 +1,191 @@
+// Copyright 2026 The ChromiumOS Authors
+// Use of this source code is governed by a BSD-style license that can be
+// found in the LICENSE file.
+
+//! `crosvm device vfio-user-server gpu`: virtio-gpu; its compositors are reached through relays.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use argh::FromArgs;
+use base::RawDescriptor;
+use base::RecvTube;
+use base::Tube;
+use devices::parse_wayland_sock;
+use devices::vfio_user_backend;
+use devices::vfio_user_backend::vfio_user_server::FilterFactory;
+use devices::vfio_user_backend::vfio_user_server::ShadowMemory;
+use devices::vfio_user_backend::vfio_user_server::SocketRelay;
+use devices::vfio_user_backend::vfio_user_server::StreamFilter;
+use devices::virtio::base_features;
+use devices::virtio::DisplayBackend;
+use devices::virtio::Gpu;
+use devices::virtio::GpuParameters;
+use devices::virtio::VirtioDevice;
+use hypervisor::ProtectionType;
+
+use super::socket_path;
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "gpu")]
+/// virtio-gpu, as for the vhost-user `crosvm device gpu`: its scanouts shown in windows of the
+/// unnamed --wayland-sock compositor (a stub display without one), its cross-domain context
+/// talking to the --wayland-sock sockets
+pub(super) struct GpuOptions {
+    #[argh(option, arg_name = "PATH", hidden_help)]
+    /// same as --socket-path
+    socket: Option<String>,
+    #[argh(option, arg_name = "PATH")]
+    /// path of the unix socket to listen on.
+    /// If this flag is set, --fd cannot be specified.
+    socket_path: Option<String>,
+    #[argh(option, arg_name = "FD")]
+    /// inherited unix socket: a listening one (serves one client after another) or a connected
+    /// one (serves that client). If this flag is set, --socket-path cannot be specified.
+    fd: Option<RawDescriptor>,
+    #[argh(
+        option,
+        from_str_fn(gpu_parameters_from_str),
+        default = "Default::default()",
+        arg_name = "JSON"
+    )]
+    /// a JSON object of virtio-gpu parameters, as for `crosvm device gpu --params` (keys as
+    /// for `crosvm run --gpu`: displays, pci-bar-size, ...)
+    params: GpuParameters,
+    #[argh(option, from_str_fn(parse_wayland_sock), arg_name = "PATH[,name=NAME]")]
+    /// path to one or more Wayland sockets. The unnamed socket is used for displaying virtual
+    /// screens while the named ones are used for IPC
+    wayland_sock: Vec<(String, PathBuf)>,
+    #[argh(switch)]
+    /// offer the host-visible memory BAR only through REGION_READ/WRITE messages, not for
+    /// mapping: every guest access to a mapped blob is then a message (slow), for clients that
+    /// cannot map it and for comparison
+    trapped_shared_memory: bool,
+    #[argh(switch)]
+    /// copy each frame the guest draws in a wl_shm buffer out of the host-visible memory BAR
+    /// into the blob the compositor holds, as it is sent; by default the compositor gets the
+    /// BAR's own file for wl_shm pools and reads the frames in place, with no copy
+    copy_wl_shm_frames: bool,
+}
+
+pub(super) fn run(gpu: GpuOptions) -> anyhow::Result<()> {
+    let path = socket_path(gpu.socket, gpu.socket_path)?;
+    let params = gpu.params;
+    let sockets: BTreeMap<String, PathBuf> = gpu.wayland_sock.into_iter().collect();
+    // Blobs the guest maps live in BAR2's shadow; the compositors get them through
+    // relays: wl_shm pools of placed blobs are pointed at BAR2's own file, and every
+    // other blob is brought up to date before each message. The display (unnamed
+    // socket) talks to its compositor directly: it sends no blobs.
+    let shadow = ShadowMemory::new();
+    let relays = WaylandRelays::start(&sockets, &shadow, !gpu.copy_wl_shm_frames)?;
+    let channels = relays.channels();
+    let display = sockets.get("").cloned();
+    // The host ends of the current device's tubes: its worker stops when the control
+    // tube's other end goes. A new client's device replaces them.
+    let mut host_tubes: Option<(RecvTube, Tube)> = None;
+    let factory = vfio_user_backend::virtio_pci_factory(move || {
+        let (device, tubes) = gpu_device(&params, display.as_ref(), &channels)?;
+        // The previous device, if any, is gone or going: its worker may stop.
+        drop(host_tubes.replace(tubes));
+        Ok(device)
+    });
+    let result = vfio_user_backend::run_server_with_shadow(
+        path.as_deref(),
+        gpu.fd,
+        factory,
+        shadow,
+        !gpu.trapped_shared_memory,
+    );
+    drop(relays);
+    result
+}
+
+fn gpu_parameters_from_str(input: &str) -> Result<GpuParameters, String> {
+    serde_json::from_str(input).map_err(|e| e.to_string())
+}
+
+/// crosvm's virtio-gpu as `crosvm device gpu` (vhost-user) builds it, with the host ends of its
+/// exit and control tubes, which nothing reads. Its display is a window of the `display`
+/// compositor when there is one, else a stub (no X11: a server has no X display); `channels` are
+/// the cross-domain context's sockets.
+fn gpu_device(
+    params: &GpuParameters,
+    display: Option<&PathBuf>,
+    channels: &BTreeMap<String, PathBuf>,
+) -> anyhow::Result<(Box<dyn VirtioDevice>, (RecvTube, Tube))> {
+    let (exit_evt_wrtube, exit_evt_rdtube) =
+        Tube::directional_pair().context("failed to create vm event tube")?;
+    let (gpu_control_tube, gpu_control_host) =
+        Tube::pair().context("failed to create gpu control tube")?;
+    let mut display_backends = vec![DisplayBackend::Stub];
+    if let Some(path) = display {
+        display_backends.insert(0, DisplayBackend::Wayland(Some(path.clone())));
+    }
+    let gpu = Gpu::new(
+        exit_evt_wrtube,
+        gpu_control_tube,
+        Vec::new(),
+        display_backends,
+        params,
+        None,
+        Vec::new(),
+        base_features(ProtectionType::Unprotected),
+        channels,
+        None,
+    );
+    Ok((Box::new(gpu), (exit_evt_rdtube, gpu_control_host)))
+}
+
+/// One relay per `--wayland-sock` socket, listening in a private directory removed on drop.
+struct WaylandRelays {
+    dir: PathBuf,
+    relays: BTreeMap<String, SocketRelay>,
+}
+
+impl WaylandRelays {
+    fn start(
+        sockets: &BTreeMap<String, PathBuf>,
+        shadow: &Arc<ShadowMemory>,
+        zero_copy: bool,
+    ) -> anyhow::Result<WaylandRelays> {
+        let filters: Option<FilterFactory> = zero_copy.then(|| {
+            Arc::new(|| Box::new(wl_shm_rewrite::Rewriter::new()) as Box<dyn StreamFilter>)
+                as FilterFactory
+        });
+        let dir = std::env::temp_dir().join(format!("crosvm-vfio-user-gpu-{}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let mut relays = WaylandRelays {
+            dir,
+            relays: BTreeMap::new(),
+        };
+        for (i, (name, peer)) in sockets.iter().enumerate() {
+            let listen = relays.dir.join(format!("wayland-{i}"));
+            let relay = SocketRelay::start_filtered(&listen, peer, shadow.clone(), filters.clone())
+                .with_context(|| format!("relaying {} at {}", peer.display(), listen.display()))?;
+            relays.relays.insert(name.clone(), relay);
+        }
+        Ok(relays)
+    }
+
+    /// The sockets the device connects to, by channel name.
+    fn channels(&self) -> BTreeMap<String, PathBuf> {
+        self.relays
+            .iter()
+            .map(|(name, relay)| (name.clone(), relay.path().to_path_buf()))
+            .collect()
+    }
+}
+
+impl Drop for WaylandRelays {
+    fn drop(&mut self) {
+        // Each relay removes its socket.
+        self.relays.clear();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}

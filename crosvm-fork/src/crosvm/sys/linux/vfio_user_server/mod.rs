@@ -1,0 +1,79 @@
+// Copyright 2026 The ChromiumOS Authors
+// Use of this source code is governed by a BSD-style license that can be
+// found in the LICENSE file.
+
+//! `crosvm device vfio-user-server DEVICE`: serves one of crosvm's devices to another VMM over
+//! vfio-user (QEMU's `vfio-user-pci`, cloud-hypervisor's `--user-device`).
+//!
+//! One file per device: its options, as `crosvm run` and the vhost-user backends spell them,
+//! and how its device is built for each client.
+
+mod block;
+mod console;
+mod fs;
+#[cfg(feature = "gpu")]
+mod gpu;
+mod input;
+#[cfg(feature = "net")]
+mod net;
+mod rng;
+#[cfg(feature = "audio")]
+mod snd;
+mod vsock;
+
+use anyhow::bail;
+use argh::FromArgs;
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "vfio-user-server")]
+/// Serve a crosvm device over vfio-user, to QEMU (vfio-user-pci) or cloud-hypervisor
+/// (--user-device); every client gets a freshly built device
+pub struct Options {
+    #[argh(subcommand)]
+    device: DeviceOptions,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum DeviceOptions {
+    Rng(rng::RngOptions),
+    Block(block::BlockOptions),
+    Console(console::ConsoleOptions),
+    #[cfg(feature = "net")]
+    Net(net::NetOptions),
+    #[cfg(feature = "gpu")]
+    Gpu(gpu::GpuOptions),
+    #[cfg(feature = "audio")]
+    Snd(snd::SndOptions),
+    Input(input::InputOptions),
+    Fs(fs::FsOptions),
+    Vsock(vsock::VsockOptions),
+}
+
+/// `--socket` is a synonym of `--socket-path`, as for crosvm's vhost-user backends.
+fn socket_path(
+    socket: Option<String>,
+    socket_path: Option<String>,
+) -> anyhow::Result<Option<String>> {
+    match (socket, socket_path) {
+        (Some(_), Some(_)) => bail!("--socket and --socket-path cannot both be given"),
+        (socket, socket_path) => Ok(socket_path.or(socket)),
+    }
+}
+
+pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
+    match options.device {
+        DeviceOptions::Rng(options) => rng::run(options),
+        DeviceOptions::Block(options) => block::run(options),
+        DeviceOptions::Console(options) => console::run(options),
+        #[cfg(feature = "net")]
+        DeviceOptions::Net(options) => net::run(options),
+        #[cfg(feature = "gpu")]
+        DeviceOptions::Gpu(options) => gpu::run(options),
+        #[cfg(feature = "audio")]
+        DeviceOptions::Snd(options) => snd::run(options),
+        DeviceOptions::Input(options) => input::run(options),
+        DeviceOptions::Fs(options) => fs::run(options),
+        DeviceOptions::Vsock(options) => vsock::run(options),
+    }
+}
