@@ -107,13 +107,33 @@ fn boot(
     Ok(run)
 }
 
+/// An empty directory for the sandbox's root (`--jail pivot-root=`): crosvm's default,
+/// /var/empty, is not on every host.
+fn empty_root() -> Result<PathBuf> {
+    let root = std::env::temp_dir().join("vfio-user-empty-root");
+    std::fs::create_dir_all(&root)?;
+    if std::fs::read_dir(&root)?.next().is_some() {
+        bail!("{} is not empty", root.display());
+    }
+    Ok(root)
+}
+
+/// The sandbox options of a served device, its root an empty directory of ours.
+fn sandboxed() -> Result<String> {
+    Ok(format!(
+        "--jail pivot-root={}",
+        shell_quote_path(&empty_root()?)
+    ))
+}
+
 fn crosvm_rng_reaches_the_guest() -> Checked {
     let crosvm = crosvm()?;
     let run = boot(
         "crosvm-rng",
         format!(
-            "{} device vfio-user-server rng --socket {{socket}}",
-            shell_quote_path(&crosvm)
+            "{} device vfio-user-server rng --socket {{socket}} {}",
+            shell_quote_path(&crosvm),
+            sandboxed()?
         ),
         &with_device_report(include_str!("../guest/crosvm-rng.sh")),
         &["virtio_rng"],
@@ -897,6 +917,137 @@ fn frame_on_screen(
         .map_err(|diff| format!("frame {frame} never on screen: {diff}"))
 }
 
+/// The processes below `pid`, children first.
+fn descendants(pid: u32) -> Vec<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .flat_map(|child| std::iter::once(child).chain(descendants(child)))
+        .collect()
+}
+
+/// The lines of /proc/`pid`/status for `keys`, as "Key:\tvalue".
+fn status_lines(pid: u32, keys: &[&str]) -> Result<Vec<String>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(keys
+        .iter()
+        .filter_map(|key| {
+            status
+                .lines()
+                .find(|line| line.split(':').next() == Some(key))
+                .map(str::to_string)
+        })
+        .collect())
+}
+
+/// The process that serves the guest for the server started as `pid`: the one below it with a
+/// seccomp filter, or itself.
+fn serving_process(pid: u32) -> Result<u32> {
+    // The server binds its socket before it forks into the sandbox: give the child a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for candidate in std::iter::once(pid).chain(descendants(pid)) {
+            let seccomp = status_lines(candidate, &["Seccomp"]).unwrap_or_default();
+            if seccomp.iter().any(|l| l.ends_with('2')) {
+                return Ok(candidate);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no process below {pid} runs with a seccomp filter");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A served device's confinement, read from /proc while it serves a guest: a seccomp filter, no
+/// new privileges, no capabilities, its own mount, pid, ipc, user and net namespaces, and a root
+/// with nothing of the host in it.
+fn assert_confined(pid: u32, name: &str) -> Result<()> {
+    let lines = status_lines(pid, &["Seccomp", "NoNewPrivs", "CapEff"])?;
+    eprintln!("[{name}] serving process {pid}: {}", lines.join(", "));
+    assert_eq!(
+        lines,
+        ["Seccomp:\t2", "NoNewPrivs:\t1", "CapEff:\t0000000000000000"],
+        "{name}"
+    );
+    for ns in ["mnt", "pid", "ipc", "user", "net"] {
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}"))?;
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))?;
+        assert_ne!(ours, theirs, "{name}: the {ns} namespace is the host's");
+    }
+    let root: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root"))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()?;
+    assert!(root.is_empty(), "{name}: its root holds {root:?}");
+    Ok(())
+}
+
+/// rng, served from its sandbox by default, is confined while it serves a guest.
+fn crosvm_rng_is_confined() -> Checked {
+    let crosvm = crosvm_serving("rng")?;
+    let env = GuestEnv::prepare()?;
+    let name = "crosvm-rng-confined";
+    let boot = Boot {
+        name: name.to_string(),
+        servers: vec![format!(
+            "{} device vfio-user-server rng --socket {{socket}} {}",
+            shell_quote_path(&crosvm),
+            sandboxed()?
+        )],
+        script: "echo @@RESULT rng.read=$(head -c 16 /dev/hwrng | wc -c)\n".to_string(),
+        modules: vec!["virtio_rng".to_string()],
+        echo_prefix: Some(format!("[{name}] ")),
+        timeout: Duration::from_secs(300),
+        ..Boot::default()
+    };
+    let mut servers = Servers::start(&env, &boot)?;
+    let pid = servers.pids()[0];
+    let serving = serving_process(pid)?;
+    assert_confined(serving, name)?;
+    let run = servers.boot(&env, &boot)?;
+    run.check()?;
+    assert_eq!(run.result("rng.read")?, "16");
+    assert!(servers.all_running()?, "the server survived the guest");
+    Ok(())
+}
+
+/// A syscall the policy does not allow kills the sandboxed server, and nothing else serves in
+/// its place: rng with a policy directory whose policy allows almost nothing ends, says why,
+/// and leaves no socket to connect to.
+fn crosvm_rng_killed_by_its_policy() -> Checked {
+    let crosvm = crosvm_serving("rng")?;
+    let dir = std::env::temp_dir().join(format!("vfio-user-narrow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("rng_device_vfio_user.policy"),
+        "# Too narrow on purpose: the server cannot even wait for a client.\n\
+         read: 1\nwrite: 1\nexit: 1\nexit_group: 1\nrt_sigreturn: 1\n",
+    )?;
+    let socket = dir.join("rng.sock");
+    let output = Command::new(&crosvm)
+        .args(["device", "vfio-user-server", "rng", "--socket"])
+        .arg(&socket)
+        .arg("--jail")
+        .arg(format!(
+            "pivot-root={},seccomp-policy-dir={}",
+            empty_root()?.display(),
+            dir.display()
+        ))
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("killed by signal 31"),
+        "the error names the signal (SIGSYS): {stderr}"
+    );
+    assert!(!socket.exists(), "no socket is left to connect to");
+    assert!(UnixStream::connect(&socket).is_err());
+    Ok(())
+}
+
 fn main() {
     checks::run(&[
         ("crosvm_rng_reaches_the_guest", crosvm_rng_reaches_the_guest),
@@ -945,6 +1096,11 @@ fn main() {
         (
             "crosvm_gpu_cross_domain_frames_reach_weston_trapped",
             crosvm_gpu_cross_domain_frames_reach_weston_trapped,
+        ),
+        ("crosvm_rng_is_confined", crosvm_rng_is_confined),
+        (
+            "crosvm_rng_killed_by_its_policy",
+            crosvm_rng_killed_by_its_policy,
         ),
         (
             "crosvm_gpu_cross_domain_frames_reach_cage",

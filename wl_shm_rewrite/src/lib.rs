@@ -13,11 +13,10 @@
 //! only when all of this holds, and otherwise keeps the blob's own fd (its pixels then reach the
 //! compositor as before, by copy):
 //! - its fd can be told apart: fds travel out of band, in order, one per `fd` argument, and only
-//!   `wl_shm` is followed here, so a chunk's fds are matched to its `create_pool`s only when
-//!   there are exactly as many of each (no other request in the chunk carries one);
+//!   `wl_shm` is followed here, so a chunk's fds are matched to its `create_pool`s only when there
+//!   are exactly as many of each (no other request in the chunk carries one);
 //! - the whole message arrived in the chunk that brought the fds;
-//! - the pool fits in its blob (size <= the blob's length), and B + size fits the protocol's
-//!   int32;
+//! - the pool fits in its blob (size <= the blob's length), and B + size fits the protocol's int32;
 //! - the region's file could be duplicated.
 //!
 //! A rewritten pool's `resize` is clamped to its blob, so the compositor never maps past it: it

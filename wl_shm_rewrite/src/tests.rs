@@ -3,17 +3,15 @@
 // found in the LICENSE file.
 
 use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::os::fd::AsFd;
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
-
-use std::io;
-use std::os::fd::AsFd;
-use std::os::fd::BorrowedFd;
-
-use std::ops::Range;
 
 use super::*;
 

@@ -223,6 +223,11 @@ impl Servers {
         })
     }
 
+    /// The process each server command was started as (`sh -c`, which execs a lone command).
+    pub fn pids(&self) -> Vec<u32> {
+        self.servers.iter().map(|s| s.process.id()).collect()
+    }
+
     /// Where each server writes its output.
     pub fn logs(&self) -> Vec<PathBuf> {
         self.servers.iter().map(|s| s.log.clone()).collect()

@@ -2,7 +2,8 @@
 // Use of this source code is governed by a BSD-style license that can be
 // found in the LICENSE file.
 
-//! `crosvm device vfio-user-server block`: virtio-block on a disk image, opened again for each client.
+//! `crosvm device vfio-user-server block`: virtio-block on a disk image, opened again for each
+//! client.
 
 use anyhow::Context;
 use argh::FromArgs;

@@ -2,7 +2,8 @@
 // Use of this source code is governed by a BSD-style license that can be
 // found in the LICENSE file.
 
-//! `crosvm device vfio-user-server console`: virtio-console, with the host side of `crosvm device console`.
+//! `crosvm device vfio-user-server console`: virtio-console, with the host side of `crosvm device
+//! console`.
 
 use std::path::PathBuf;
 

@@ -17,6 +17,7 @@ mod input;
 #[cfg(feature = "net")]
 mod net;
 mod rng;
+mod sandbox;
 #[cfg(feature = "audio")]
 mod snd;
 mod vsock;
