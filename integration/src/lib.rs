@@ -11,6 +11,7 @@ pub mod inherited;
 pub mod raw_client;
 pub mod reference;
 pub mod relay_log;
+pub mod sandbox;
 pub mod serve;
 pub mod stats;
 pub mod virtio;

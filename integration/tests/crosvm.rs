@@ -45,6 +45,7 @@ use integration::guest::Responder;
 use integration::guest::Servers;
 use integration::relay_log::relay_connections;
 use integration::relay_log::RelayConnection;
+use integration::sandbox::empty_root;
 
 /// The crosvm binary to test, from CROSVM_BIN; the check is skipped without one.
 fn crosvm() -> Result<PathBuf, NotPassed> {
@@ -107,17 +108,6 @@ fn boot(
     Ok(run)
 }
 
-/// An empty directory for the sandbox's root (`--jail pivot-root=`): crosvm's default,
-/// /var/empty, is not on every host.
-fn empty_root() -> Result<PathBuf> {
-    let root = std::env::temp_dir().join("vfio-user-empty-root");
-    std::fs::create_dir_all(&root)?;
-    if std::fs::read_dir(&root)?.next().is_some() {
-        bail!("{} is not empty", root.display());
-    }
-    Ok(root)
-}
-
 /// The sandbox options of a served device, its root an empty directory of ours.
 fn sandboxed() -> Result<String> {
     Ok(format!(
@@ -156,9 +146,10 @@ fn crosvm_block_keeps_what_the_guest_writes() -> Checked {
     let run = boot(
         "crosvm-blk",
         format!(
-            "{} device vfio-user-server block --socket {{socket}} --file {}",
+            "{} device vfio-user-server block --socket {{socket}} --file {} {}",
             shell_quote_path(&crosvm),
-            shell_quote_path(&disk)
+            shell_quote_path(&disk),
+            sandboxed()?
         ),
         include_str!("../guest/virtio.sh"),
         &["virtio_blk"],
@@ -984,20 +975,22 @@ fn assert_confined(pid: u32, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// rng, served from its sandbox by default, is confined while it serves a guest.
-fn crosvm_rng_is_confined() -> Checked {
-    let crosvm = crosvm_serving("rng")?;
+/// A served device, sandboxed by default, is confined while it serves a guest: the server
+/// `command` (with `{socket}`), the guest `script` and its kernel `modules`, and the result
+/// `key` the script must report as `expected`.
+fn confined_while_serving(
+    name: &str,
+    command: String,
+    script: &str,
+    modules: &[&str],
+    (key, expected): (&str, &str),
+) -> Checked {
     let env = GuestEnv::prepare()?;
-    let name = "crosvm-rng-confined";
     let boot = Boot {
         name: name.to_string(),
-        servers: vec![format!(
-            "{} device vfio-user-server rng --socket {{socket}} {}",
-            shell_quote_path(&crosvm),
-            sandboxed()?
-        )],
-        script: "echo @@RESULT rng.read=$(head -c 16 /dev/hwrng | wc -c)\n".to_string(),
-        modules: vec!["virtio_rng".to_string()],
+        servers: vec![command],
+        script: script.to_string(),
+        modules: modules.iter().map(|m| m.to_string()).collect(),
         echo_prefix: Some(format!("[{name}] ")),
         timeout: Duration::from_secs(300),
         ..Boot::default()
@@ -1008,8 +1001,55 @@ fn crosvm_rng_is_confined() -> Checked {
     assert_confined(serving, name)?;
     let run = servers.boot(&env, &boot)?;
     run.check()?;
-    assert_eq!(run.result("rng.read")?, "16");
+    assert_eq!(run.result(key)?, expected);
     assert!(servers.all_running()?, "the server survived the guest");
+    assert_confined(serving, name)?;
+    Ok(())
+}
+
+fn crosvm_rng_is_confined() -> Checked {
+    let crosvm = crosvm_serving("rng")?;
+    confined_while_serving(
+        "crosvm-rng-confined",
+        format!(
+            "{} device vfio-user-server rng --socket {{socket}} {}",
+            shell_quote_path(&crosvm),
+            sandboxed()?
+        ),
+        "echo @@RESULT rng.read=$(head -c 16 /dev/hwrng | wc -c)\n",
+        &["virtio_rng"],
+        ("rng.read", "16"),
+    )
+}
+
+/// block, its image opened before the sandbox: the guest reads and writes it all the same.
+fn crosvm_block_is_confined() -> Checked {
+    let crosvm = crosvm_serving("block")?;
+    let dir = std::env::temp_dir().join(format!("vfio-user-blk-jail-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let disk = dir.join("disk.img");
+    std::fs::File::create(&disk)?.set_len(16 << 20)?;
+    let result = confined_while_serving(
+        "crosvm-block-confined",
+        format!(
+            "{} device vfio-user-server block --socket {{socket}} --file {} {}",
+            shell_quote_path(&crosvm),
+            shell_quote_path(&disk),
+            sandboxed()?
+        ),
+        "echo jailed | dd of=/dev/vda bs=512 conv=sync,fsync 2>/dev/null\n\
+         echo @@RESULT blk.read=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -c 6)\n",
+        &["virtio_blk"],
+        ("blk.read", "jailed"),
+    );
+    let written = std::fs::read(&disk)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    assert_eq!(
+        &written[..6],
+        b"jailed",
+        "the host's image holds what the guest wrote"
+    );
     Ok(())
 }
 
@@ -1098,6 +1138,7 @@ fn main() {
             crosvm_gpu_cross_domain_frames_reach_weston_trapped,
         ),
         ("crosvm_rng_is_confined", crosvm_rng_is_confined),
+        ("crosvm_block_is_confined", crosvm_block_is_confined),
         (
             "crosvm_rng_killed_by_its_policy",
             crosvm_rng_killed_by_its_policy,

@@ -56,6 +56,7 @@ impl Crosvm {
         let child = Command::new(crosvm)
             .args(["device", "vfio-user-server"])
             .args(args)
+            .args(integration::sandbox::jail_args(args[0])?)
             .arg("--socket")
             .arg(&socket)
             .stdout(Stdio::null())
