@@ -10,7 +10,7 @@ use anyhow::bail;
 use anyhow::Result;
 
 /// The devices crosvm serves from a sandbox, which take `--jail` and `--disable-sandbox`.
-pub const SANDBOXED_DEVICES: &[&str] = &["rng", "block"];
+pub const SANDBOXED_DEVICES: &[&str] = &["rng", "block", "console"];
 
 /// An empty directory for the sandbox's root (`--jail pivot-root=`): crosvm's default,
 /// /var/empty, is not on every host.

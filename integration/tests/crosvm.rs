@@ -212,10 +212,12 @@ fn crosvm_console_passes_text_both_ways() -> Checked {
     let run = boot(
         "crosvm-console",
         format!(
-            "{} device vfio-user-server console --socket {{socket}} --input-file {} --output-file {}",
+            "{} device vfio-user-server console --socket {{socket}} --input-file {} --output-file {} \
+             {}",
             shell_quote_path(&crosvm),
             shell_quote_path(&input),
-            shell_quote_path(&output)
+            shell_quote_path(&output),
+            sandboxed()?
         ),
         &with_device_report(include_str!("../guest/crosvm-console.sh")),
         &[],
@@ -1053,6 +1055,34 @@ fn crosvm_block_is_confined() -> Checked {
     Ok(())
 }
 
+/// console, its output file opened before the sandbox: what the guest writes reaches it.
+fn crosvm_console_is_confined() -> Checked {
+    let crosvm = crosvm_serving("console")?;
+    let dir = std::env::temp_dir().join(format!("vfio-user-con-jail-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let output = dir.join("output");
+    let result = confined_while_serving(
+        "crosvm-console-confined",
+        format!(
+            "{} device vfio-user-server console --socket {{socket}} --output-file {} {}",
+            shell_quote_path(&crosvm),
+            shell_quote_path(&output),
+            sandboxed()?
+        ),
+        "echo from-the-jailed-console > /dev/hvc0\necho @@RESULT console.wrote=1\n",
+        &[],
+        ("console.wrote", "1"),
+    );
+    let written = std::fs::read_to_string(&output).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    assert!(
+        written.contains("from-the-jailed-console"),
+        "the host's file holds what the guest wrote: {written:?}"
+    );
+    Ok(())
+}
+
 /// A syscall the policy does not allow kills the sandboxed server, and nothing else serves in
 /// its place: rng with a policy directory whose policy allows almost nothing ends, says why,
 /// and leaves no socket to connect to.
@@ -1139,6 +1169,7 @@ fn main() {
         ),
         ("crosvm_rng_is_confined", crosvm_rng_is_confined),
         ("crosvm_block_is_confined", crosvm_block_is_confined),
+        ("crosvm_console_is_confined", crosvm_console_is_confined),
         (
             "crosvm_rng_killed_by_its_policy",
             crosvm_rng_killed_by_its_policy,

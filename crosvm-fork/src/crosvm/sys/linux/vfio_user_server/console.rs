@@ -3,8 +3,12 @@
 // found in the LICENSE file.
 
 //! `crosvm device vfio-user-server console`: virtio-console, with the host side of `crosvm device
-//! console`.
+//! console`, served from a sandbox.
 
+use std::fs::File;
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use anyhow::bail;
@@ -19,12 +23,16 @@ use devices::SerialHardware;
 use devices::SerialParameters;
 use devices::SerialType;
 use hypervisor::ProtectionType;
+use jail::JailConfig;
 
+use super::sandbox;
+use super::sandbox::ServerSocket;
 use super::socket_path;
 
+#[argh_helpers::pad_description_for_argh]
 #[derive(FromArgs)]
 #[argh(subcommand, name = "console")]
-/// virtio-console, on the host's stdin and stdout or on files
+/// virtio-console, on the host's stdin and stdout or on files, served from a sandbox
 pub(super) struct ConsoleOptions {
     #[argh(option, arg_name = "PATH", hidden_help)]
     /// same as --socket-path
@@ -46,14 +54,70 @@ pub(super) struct ConsoleOptions {
     #[argh(switch)]
     /// write the guest's output to syslog
     syslog: bool,
+    #[argh(switch)]
+    /// disable sandboxing: serve from this process, with all its privileges. Will nullify the
+    /// --jail option if it was present.
+    disable_sandbox: bool,
+    #[argh(
+        option,
+        arg_name = "jail configuration",
+        default = "Default::default()"
+    )]
+    /// set up the jail configuration.
+    /// Possible key values:
+    ///     pivot-root=/path - Path to empty directory to use for
+    ///         sandbox pivot root.
+    ///     seccomp-policy-dir=/path - Path to seccomp .policy files
+    ///     seccomp-log-failures=(true|false) - Log seccomp filter
+    ///         failures instead of them being fatal.
+    jail: JailConfig,
 }
 
+/// The files are opened here, before any jail, and each client's device gets duplicates of
+/// them through crosvm's `/proc/self/fd/N` convention: output is appended to the one open file,
+/// and input is read from one open file, so a second client goes on where the first stopped.
 pub(super) fn run(console: ConsoleOptions) -> anyhow::Result<()> {
     let path = socket_path(console.socket, console.socket_path)?;
-    let params = console_parameters(console.output_file, console.input_file, console.syslog)?;
-    // Each client gets a fresh device, on the files opened again (output appended to).
-    let factory = vfio_user_backend::virtio_pci_factory(move || console_device(&params));
-    vfio_user_backend::run_server(path.as_deref(), console.fd, factory)
+    let socket = ServerSocket::open(path.as_deref(), console.fd)?;
+    let mut params = console_parameters(console.output_file, console.input_file, console.syslog)?;
+    let files = open_before_jail(&mut params)?;
+    let keep: Vec<RawDescriptor> = files.iter().map(|f| f.as_raw_fd()).collect();
+    let jail = sandbox::jail_unless_disabled(console.disable_sandbox, &console.jail, |config| {
+        sandbox::device_jail(config, "console_device_vfio_user")
+    })?;
+    sandbox::serve(socket, jail, &keep, move |fd| {
+        let factory = vfio_user_backend::virtio_pci_factory(move || console_device(&params));
+        vfio_user_backend::run_server(None, Some(fd), factory)
+    })
+}
+
+/// Opens the output file (appending, created if missing) and the input file of `params`, and
+/// names them by descriptor in `params`. Returns the files, which must stay open while serving.
+fn open_before_jail(params: &mut SerialParameters) -> anyhow::Result<Vec<File>> {
+    let mut files = Vec::new();
+    if let Some(path) = params.path.as_mut() {
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&*path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        *path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        files.push(file);
+    }
+    if let Some(path) = params.input.as_mut() {
+        // A FIFO with no writer yet would block an ordinary open: open it without blocking, then
+        // let reads block again.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&*path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        base::clear_fd_flags(file.as_raw_fd(), libc::O_NONBLOCK)
+            .with_context(|| format!("making {} blocking", path.display()))?;
+        *path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        files.push(file);
+    }
+    Ok(files)
 }
 
 /// The console's host side, as for `crosvm device console` (vhost-user): output to the file, to
