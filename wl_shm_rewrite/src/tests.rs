@@ -368,6 +368,17 @@ fn with_rewritten_pool() -> (Rewriter, FakeRegion, File) {
 
 const BLOB: Range<u64> = 0x10000..0x14000;
 
+/// Buffer 5 of pool 4, attached to surface 20, then the pool and the buffer destroyed.
+fn destroyed_while_shown() -> Vec<u8> {
+    [
+        create_buffer(4, 5, 0),
+        request(4, POOL_DESTROY, &[]),
+        attach(20, 5),
+        request(5, BUFFER_DESTROY, &[]),
+    ]
+    .concat()
+}
+
 #[test]
 fn a_pool_and_its_buffers_are_lent_until_destroyed() {
     let (mut rewriter, region, _blob) = with_rewritten_pool();
@@ -390,13 +401,7 @@ fn a_pool_and_its_buffers_are_lent_until_destroyed() {
 fn a_buffer_destroyed_while_shown_stays_lent_until_the_compositor_lets_go() {
     // Released by the compositor before it saw the destroy.
     let (mut rewriter, region, _blob) = with_rewritten_pool();
-    let messages = [
-        create_buffer(4, 5, 0),
-        request(4, POOL_DESTROY, &[]),
-        attach(20, 5),
-        request(5, BUFFER_DESTROY, &[]),
-    ]
-    .concat();
+    let messages = destroyed_while_shown();
     rewriter.process(&messages, vec![], &region);
     assert_eq!(rewriter.lent(), vec![BLOB], "destroyed, still shown");
     rewriter.process_events(&release(5));
@@ -453,15 +458,7 @@ fn a_buffer_destroyed_while_shown_stays_lent_until_the_compositor_lets_go() {
 
 #[test]
 fn events_are_followed_across_chunks() {
-    let (mut rewriter, region, _blob) = with_rewritten_pool();
-    let messages = [
-        create_buffer(4, 5, 0),
-        request(4, POOL_DESTROY, &[]),
-        attach(20, 5),
-        request(5, BUFFER_DESTROY, &[]),
-    ]
-    .concat();
-    rewriter.process(&messages, vec![], &region);
+    let messages = destroyed_while_shown();
     // Other events around the release, cut anywhere.
     let events = [event(20, 0, &[9]), release(5), event(1, 0, &[1, 2, 0])].concat();
     for cut in 0..events.len() {

@@ -31,6 +31,7 @@ use std::time::Instant;
 use anyhow::bail;
 use anyhow::Context;
 use anyhow::Result;
+use guest_programs::wayland::Request;
 use integration::stats::Spread;
 use vfio_user_server::sys;
 use vfio_user_server::FilterFactory;
@@ -68,14 +69,11 @@ struct Figures {
     streamed_per_s: f64,
 }
 
+/// A message of `args`, words only.
 fn request(object: u32, opcode: u16, args: &[u32]) -> Vec<u8> {
-    let size = 8 + 4 * args.len();
-    let mut bytes = object.to_ne_bytes().to_vec();
-    bytes.extend_from_slice(&(((size as u32) << 16) | u32::from(opcode)).to_ne_bytes());
-    for arg in args {
-        bytes.extend_from_slice(&arg.to_ne_bytes());
-    }
-    bytes
+    args.iter()
+        .fold(Request::new(object, opcode), |r, &a| r.uint(a))
+        .finish()
 }
 
 /// A compositor stand-in: reads requests, and answers each wl_display.sync with an event.
@@ -180,12 +178,12 @@ fn connect(path: &Path, blob: &std::fs::File) -> Result<Client> {
         stream,
         buf: vec![0u8; 64],
     };
-    let mut bind = request(2, 0, &[1, 7]);
-    bind.extend_from_slice(b"wl_shm\0\0");
-    bind.extend_from_slice(&1u32.to_ne_bytes());
-    bind.extend_from_slice(&3u32.to_ne_bytes());
-    let size = bind.len() as u32;
-    bind[4..8].copy_from_slice(&(size << 16).to_ne_bytes());
+    let bind = Request::new(2, 0)
+        .uint(1)
+        .string("wl_shm")
+        .uint(1)
+        .uint(3)
+        .finish();
     let setup = [
         request(1, 1, &[2]),
         bind,

@@ -58,8 +58,8 @@ impl Cage {
         );
         let vars = [
             // Otherwise wlroots picks a backend from its environment: a window in the desktop
-            // the checks are run from, if any, else a session on the machine's seat, through
-            // logind or a seatd of its own, which in the tree finds no terminal and hangs.
+            // the checks are run from, if any, else the seat of the console, through logind or a
+            // seatd of its own, which in the tree finds no terminal and hangs.
             ("WLR_BACKENDS", "headless"),
             // Software rendering, as weston's: wlroots would otherwise look for a GPU first,
             // and the pixels must not depend on the machine.
