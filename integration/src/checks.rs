@@ -50,11 +50,16 @@ pub type Check = (&'static str, fn() -> Checked);
 /// Runs `checks` as libtest would run `#[test]`s, with the process's arguments, and exits: a
 /// skipped check is reported as ignored with its reason, a failure or a panic as FAILED.
 pub fn run(checks: &[Check]) -> ! {
+    run_around(|_, check| check(), checks)
+}
+
+/// [`run`], every check called through `around` with its name, which may assert more of each.
+pub fn run_around(around: fn(&str, fn() -> Checked) -> Checked, checks: &[Check]) -> ! {
     let arguments = Arguments::from_args();
     let trials = checks
         .iter()
         .map(|&(name, check)| {
-            Trial::ignorable_test(name, move || match check() {
+            Trial::ignorable_test(name, move || match around(name, check) {
                 Ok(()) => Ok(Completion::Completed),
                 Err(NotPassed::Skipped(reason)) => Ok(Completion::ignored_with(reason)),
                 Err(NotPassed::Failed(error)) => Err(format!("{error:?}").into()),

@@ -22,6 +22,9 @@ use devices::virtio::fs::Fs;
 use devices::virtio::VirtioDevice;
 use hypervisor::ProtectionType;
 use jail::create_base_minijail;
+use jail::create_sandbox_minijail;
+use jail::JailConfig;
+use jail::SandboxConfig;
 
 use super::sandbox;
 use super::sandbox::ServerSocket;
@@ -30,7 +33,7 @@ use super::socket_path;
 #[derive(FromArgs)]
 #[argh(subcommand, name = "fs")]
 /// virtio-fs, as for the vhost-user `crosvm device fs`: a host directory shared with the guest,
-/// served by a child process jailed into it (pivot_root; root needed)
+/// served by a child process sandboxed into it (pivot_root; root needed)
 pub(super) struct FsOptions {
     #[argh(option, arg_name = "PATH", hidden_help)]
     /// same as --socket-path
@@ -52,16 +55,33 @@ pub(super) struct FsOptions {
     /// colon-separated options, as for `crosvm device fs --cfg` (the virtio-fs keys of
     /// `crosvm run --shared-dir`)
     cfg: Option<FsConfig>,
+    #[argh(switch)]
+    /// disable sandboxing as `crosvm device fs --disable-sandbox` does: the child only pivots
+    /// into the shared directory, with all the privileges of this process and no seccomp filter
+    disable_sandbox: bool,
+    #[argh(
+        option,
+        arg_name = "jail configuration",
+        default = "Default::default()"
+    )]
+    /// set up the jail configuration (its root is the shared directory: pivot-root is unused).
+    /// Possible key values:
+    ///     seccomp-policy-dir=/path - Path to seccomp .policy files
+    ///     seccomp-log-failures=(true|false) - Log seccomp filter
+    ///         failures instead of them being fatal.
+    jail: JailConfig,
 }
 
 pub(super) fn run(fs: FsOptions) -> anyhow::Result<()> {
     let path = socket_path(fs.socket, fs.socket_path)?;
+    let jail = (!fs.disable_sandbox).then_some(&fs.jail);
     run_fs_server(
         path.as_deref(),
         fs.fd,
         &fs.shared_dir,
         fs.tag,
         fs.cfg.unwrap_or_default(),
+        jail,
     )
 }
 
@@ -69,12 +89,18 @@ pub(super) fn run(fs: FsOptions) -> anyhow::Result<()> {
 /// the socket is bound and /proc opened here, the child pivots into the directory and builds a
 /// device for every client with that /proc. The parent waits for the child, passes SIGTERM and
 /// SIGINT on, and removes the socket file it bound (the child cannot reach it).
+///
+/// With `jail` (the default), the child is sandboxed as `crosvm device fs` sandboxes its own:
+/// new pid, user (the current user mapped to itself), mount, net and ipc namespaces, no new
+/// privileges, and a seccomp filter. It keeps its capabilities inside its user namespace: the
+/// passthrough file system switches its credentials to each request's.
 fn run_fs_server(
     socket_path: Option<&str>,
     fd: Option<RawDescriptor>,
     shared_dir: &Path,
     tag: String,
     cfg: FsConfig,
+    jail: Option<&JailConfig>,
 ) -> anyhow::Result<()> {
     if tag.len() > FS_MAX_TAG_LEN {
         bail!("fs tag is too long: {} (max {FS_MAX_TAG_LEN})", tag.len());
@@ -84,7 +110,22 @@ fn run_fs_server(
     let max_open_files = base::linux::max_open_files()
         .context("failed to get max number of open files")?
         .rlim_max;
-    let jail = create_base_minijail(shared_dir, max_open_files)?;
+    let jail = match jail {
+        None => create_base_minijail(shared_dir, max_open_files)?,
+        Some(config) => {
+            let mut sandbox = SandboxConfig::new(config, "fs_device_vfio_user");
+            sandbox.limit_caps = false;
+            // SAFETY: no memory is touched.
+            let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+            let (uid_map, gid_map) = (format!("{uid} {uid} 1"), format!("{gid} {gid} 1"));
+            sandbox.ugid_map = Some((&uid_map, &gid_map));
+            sandbox.remount_mode = Some(libc::MS_SLAVE);
+            let mut jail = create_sandbox_minijail(shared_dir, max_open_files, &sandbox)
+                .context("creating the sandbox; --disable-sandbox serves without it")?;
+            jail.namespace_ipc();
+            jail
+        }
+    };
     let keep = [proc.as_raw_fd()];
     sandbox::serve(socket, Some(jail), &keep, move |fd| {
         let features = base_features(ProtectionType::Unprotected);

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -26,7 +27,11 @@ use devices::virtio::Gpu;
 use devices::virtio::GpuParameters;
 use devices::virtio::VirtioDevice;
 use hypervisor::ProtectionType;
+use jail::JailConfig;
 
+use super::sandbox;
+use super::sandbox::ServerSocket;
+use super::sandbox::Shows;
 use super::socket_path;
 
 #[derive(FromArgs)]
@@ -69,20 +74,95 @@ pub(super) struct GpuOptions {
     /// into the blob the compositor holds, as it is sent; by default the compositor gets the
     /// BAR's own file for wl_shm pools and reads the frames in place, with no copy
     copy_wl_shm_frames: bool,
+    #[argh(switch)]
+    /// disable sandboxing: serve from this process, with all its privileges. Will nullify the
+    /// --jail option if it was present.
+    disable_sandbox: bool,
+    #[argh(
+        option,
+        arg_name = "jail configuration",
+        default = "Default::default()"
+    )]
+    /// set up the jail configuration.
+    /// Possible key values:
+    ///     pivot-root=/path - Path to empty directory to use for
+    ///         sandbox pivot root.
+    ///     seccomp-policy-dir=/path - Path to seccomp .policy files
+    ///     seccomp-log-failures=(true|false) - Log seccomp filter
+    ///         failures instead of them being fatal.
+    jail: JailConfig,
 }
 
+/// The sandbox shows the directories of the --wayland-sock sockets (each connection opens its
+/// socket again, as in crosvm's own gpu jail), the private directory where the relays to them
+/// listen, and a /proc of its own; the relays run in the sandbox, beside the device.
 pub(super) fn run(gpu: GpuOptions) -> anyhow::Result<()> {
     let path = socket_path(gpu.socket, gpu.socket_path)?;
-    let params = gpu.params;
-    let sockets: BTreeMap<String, PathBuf> = gpu.wayland_sock.into_iter().collect();
+    let socket = ServerSocket::open(path.as_deref(), gpu.fd)?;
+    let mut sockets = BTreeMap::new();
+    for (name, path) in gpu.wayland_sock {
+        // Absolute, so that the sandbox finds it where it shows it.
+        let path = std::path::absolute(&path)
+            .with_context(|| format!("wayland socket {}", path.display()))?;
+        sockets.insert(name, path);
+    }
+    let relay_dir = RelayDir::create()?;
+    let jail = sandbox::jail_unless_disabled(gpu.disable_sandbox, &gpu.jail, |config| {
+        let mut binds = vec![(relay_dir.path.clone(), true)];
+        for path in sockets.values() {
+            let dir = path
+                .parent()
+                .with_context(|| format!("wayland socket {} has no parent", path.display()))?;
+            binds.push((dir.to_path_buf(), false));
+        }
+        binds.sort();
+        binds.dedup();
+        // The cross-domain context tells the files it receives apart by their links in
+        // /proc/self/fd (memfd, dmabuf, eventfd), as in crosvm's own gpu jail.
+        let shows = Shows {
+            binds,
+            proc: true,
+            ..Shows::default()
+        };
+        sandbox::device_jail_showing(config, "gpu_device_vfio_user", &shows)
+    })?;
+    let options = ServeOptions {
+        params: gpu.params,
+        zero_copy: !gpu.copy_wl_shm_frames,
+        mapped_shared_memory: !gpu.trapped_shared_memory,
+    };
+    let dir = relay_dir.path.clone();
+    let result = sandbox::serve(socket, jail, &[], move |fd| {
+        serve_gpu(fd, &sockets, &dir, options)
+    });
+    drop(relay_dir);
+    result
+}
+
+/// What `serve_gpu` needs of the options.
+struct ServeOptions {
+    params: GpuParameters,
+    zero_copy: bool,
+    mapped_shared_memory: bool,
+}
+
+/// Serves virtio-gpu to the clients of the socket `fd`, with relays to the compositors of
+/// `sockets` listening in `relay_dir`.
+fn serve_gpu(
+    fd: RawDescriptor,
+    sockets: &BTreeMap<String, PathBuf>,
+    relay_dir: &Path,
+    options: ServeOptions,
+) -> anyhow::Result<()> {
     // Blobs the guest maps live in BAR2's shadow; the compositors get them through
     // relays: wl_shm pools of placed blobs are pointed at BAR2's own file, and every
     // other blob is brought up to date before each message. The display (unnamed
     // socket) talks to its compositor directly: it sends no blobs.
     let shadow = ShadowMemory::new();
-    let relays = WaylandRelays::start(&sockets, &shadow, !gpu.copy_wl_shm_frames)?;
+    let relays = WaylandRelays::start(relay_dir, sockets, &shadow, options.zero_copy)?;
     let channels = relays.channels();
     let display = sockets.get("").cloned();
+    let params = options.params;
     // The host ends of the current device's tubes: its worker stops when the control
     // tube's other end goes. A new client's device replaces them.
     let mut host_tubes: Option<(RecvTube, Tube)> = None;
@@ -93,11 +173,11 @@ pub(super) fn run(gpu: GpuOptions) -> anyhow::Result<()> {
         Ok(device)
     });
     let result = vfio_user_backend::run_server_with_shadow(
-        path.as_deref(),
-        gpu.fd,
+        None,
+        Some(fd),
         factory,
         shadow,
-        !gpu.trapped_shared_memory,
+        options.mapped_shared_memory,
     );
     drop(relays);
     result
@@ -139,14 +219,38 @@ fn gpu_device(
     Ok((Box::new(gpu), (exit_evt_rdtube, gpu_control_host)))
 }
 
-/// One relay per `--wayland-sock` socket, listening in a private directory removed on drop.
+/// The private directory the relays listen in, made before the sandbox (which shows it) and
+/// removed, with whatever a killed server left in it, when serving ends.
+struct RelayDir {
+    path: PathBuf,
+}
+
+impl RelayDir {
+    fn create() -> anyhow::Result<RelayDir> {
+        let path =
+            std::env::temp_dir().join(format!("crosvm-vfio-user-gpu-{}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        Ok(RelayDir { path })
+    }
+}
+
+impl Drop for RelayDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// One relay per `--wayland-sock` socket, listening in the relay directory.
 struct WaylandRelays {
-    dir: PathBuf,
     relays: BTreeMap<String, SocketRelay>,
 }
 
 impl WaylandRelays {
     fn start(
+        dir: &Path,
         sockets: &BTreeMap<String, PathBuf>,
         shadow: &Arc<ShadowMemory>,
         zero_copy: bool,
@@ -155,37 +259,20 @@ impl WaylandRelays {
             Arc::new(|| Box::new(wl_shm_rewrite::Rewriter::new()) as Box<dyn StreamFilter>)
                 as FilterFactory
         });
-        let dir = std::env::temp_dir().join(format!("crosvm-vfio-user-gpu-{}", std::process::id()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-        let mut relays = WaylandRelays {
-            dir,
-            relays: BTreeMap::new(),
-        };
+        let mut relays = BTreeMap::new();
         for (i, (name, peer)) in sockets.iter().enumerate() {
-            let listen = relays.dir.join(format!("wayland-{i}"));
+            let listen = dir.join(format!("wayland-{i}"));
             let relay = SocketRelay::start_filtered(&listen, peer, shadow.clone(), filters.clone())
                 .with_context(|| format!("relaying {} at {}", peer.display(), listen.display()))?;
-            relays.relays.insert(name.clone(), relay);
+            relays.insert(name.clone(), relay);
         }
-        Ok(relays)
+        Ok(WaylandRelays { relays })
     }
 
-    /// The sockets the device connects to, by channel name.
     fn channels(&self) -> BTreeMap<String, PathBuf> {
         self.relays
             .iter()
             .map(|(name, relay)| (name.clone(), relay.path().to_path_buf()))
             .collect()
-    }
-}
-
-impl Drop for WaylandRelays {
-    fn drop(&mut self) {
-        // Each relay removes its socket.
-        self.relays.clear();
-        let _ = std::fs::remove_dir(&self.dir);
     }
 }

@@ -7,16 +7,21 @@
 use anyhow::bail;
 use anyhow::Context;
 use argh::FromArgs;
+use base::AsRawDescriptor;
 use base::RawDescriptor;
 use devices::vfio_user_backend;
 use devices::virtio::base_features;
 use devices::virtio::Net;
 use devices::virtio::VirtioDevice;
 use hypervisor::ProtectionType;
+use jail::JailConfig;
 use net_util::sys::linux::Tap;
 use net_util::MacAddress;
 use net_util::TapTCommon;
 
+use super::sandbox;
+use super::sandbox::ServerSocket;
+use super::sandbox::Shows;
 use super::socket_path;
 
 #[derive(FromArgs)]
@@ -35,7 +40,7 @@ pub(super) struct NetOptions {
     /// one (serves that client). If this flag is set, --socket-path cannot be specified.
     fd: Option<RawDescriptor>,
     #[argh(option, arg_name = "TAP_NAME")]
-    /// name of an existing tap interface, opened again for each client.
+    /// name of an existing tap interface, opened at start.
     /// If this flag is set, --tap-fd cannot be specified.
     tap_name: Option<String>,
     #[argh(option, arg_name = "TAP_FD")]
@@ -48,28 +53,54 @@ pub(super) struct NetOptions {
     #[argh(switch)]
     /// offer the MRG_RXBUF feature (mergeable receive buffers)
     mrg_rxbuf: bool,
+    #[argh(switch)]
+    /// disable sandboxing: serve from this process, with all its privileges. Will nullify the
+    /// --jail option if it was present.
+    disable_sandbox: bool,
+    #[argh(
+        option,
+        arg_name = "jail configuration",
+        default = "Default::default()"
+    )]
+    /// set up the jail configuration.
+    /// Possible key values:
+    ///     pivot-root=/path - Path to empty directory to use for
+    ///         sandbox pivot root.
+    ///     seccomp-policy-dir=/path - Path to seccomp .policy files
+    ///     seccomp-log-failures=(true|false) - Log seccomp filter
+    ///         failures instead of them being fatal.
+    jail: JailConfig,
 }
 
+/// The tap is opened by name (TUNSETIFF needs privileges the sandbox does not keep) or taken
+/// from --tap-fd here, before any jail; each client's device works on a duplicate of it. The
+/// sandbox stays in the host's network namespace: crosvm's net device asks the host for the
+/// interface's MTU by name, through an AF_INET socket.
 pub(super) fn run(net: NetOptions) -> anyhow::Result<()> {
     let path = socket_path(net.socket, net.socket_path)?;
+    let socket = ServerSocket::open(path.as_deref(), net.fd)?;
     let tap = match (net.tap_name, net.tap_fd) {
-        (Some(name), None) => NetTap::Name(name),
-        (None, Some(fd)) => NetTap::Fd(tap_from_fd(fd)?),
+        (Some(name), None) => Tap::new_with_name(name.as_bytes(), true, false)
+            .with_context(|| format!("failed to open tap {name}"))?,
+        (None, Some(fd)) => tap_from_fd(fd)?,
         _ => bail!("exactly one of --tap-name and --tap-fd must be given"),
     };
     let (mac, mrg_rxbuf) = (net.mac, net.mrg_rxbuf);
-    // Each client gets a fresh device, on the tap opened again (or its descriptor
-    // duplicated); the previous client's device, gone, has let its tap go.
-    let factory = vfio_user_backend::virtio_pci_factory(move || net_device(&tap, mac, mrg_rxbuf));
-    vfio_user_backend::run_server(path.as_deref(), net.fd, factory)
-}
-
-/// Where each client's tap comes from.
-enum NetTap {
-    /// An existing tap interface, opened by name (TUNSETIFF) for each client.
-    Name(String),
-    /// An inherited tap descriptor, duplicated for each client.
-    Fd(Tap),
+    let jail = sandbox::jail_unless_disabled(net.disable_sandbox, &net.jail, |config| {
+        let shows = Shows {
+            host_network: true,
+            ..Shows::default()
+        };
+        sandbox::device_jail_showing(config, "net_device_vfio_user", &shows)
+    })?;
+    let keep = [tap.as_raw_descriptor()];
+    sandbox::serve(socket, jail, &keep, move |fd| {
+        // Each client gets a fresh device on a duplicate of the tap; the previous client's
+        // device is gone.
+        let factory =
+            vfio_user_backend::virtio_pci_factory(move || net_device(&tap, mac, mrg_rxbuf));
+        vfio_user_backend::run_server(None, Some(fd), factory)
+    })
 }
 
 /// The inherited tap descriptor `fd`, as `crosvm device net --tap-fd` takes it.
@@ -82,19 +113,15 @@ fn tap_from_fd(fd: RawDescriptor) -> anyhow::Result<Tap> {
 }
 
 /// crosvm's virtio-net, on one queue pair, as `crosvm run --net tap-name=NAME` (or
-/// `tap-fd=FD`) builds it.
+/// `tap-fd=FD`) builds it, on a duplicate of `tap`.
 fn net_device(
-    tap: &NetTap,
+    tap: &Tap,
     mac: Option<MacAddress>,
     mrg_rxbuf: bool,
 ) -> anyhow::Result<Box<dyn VirtioDevice>> {
-    let tap = match tap {
-        NetTap::Name(name) => Tap::new_with_name(name.as_bytes(), true, false)
-            .with_context(|| format!("failed to open tap {name}"))?,
-        NetTap::Fd(tap) => tap
-            .try_clone()
-            .context("failed to duplicate the tap descriptor")?,
-    };
+    let tap = tap
+        .try_clone()
+        .context("failed to duplicate the tap descriptor")?;
     let net = Net::new(
         base_features(ProtectionType::Unprotected),
         tap,

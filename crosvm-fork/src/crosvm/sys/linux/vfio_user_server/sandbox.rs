@@ -21,6 +21,7 @@ use base::AsRawDescriptor;
 use base::RawDescriptor;
 use base::SignalFd;
 use jail::create_sandbox_minijail;
+use jail::mount_proc;
 use jail::JailConfig;
 use jail::SandboxConfig;
 use jail::MAX_OPEN_FILES_DEFAULT;
@@ -88,6 +89,27 @@ pub(super) fn jail_unless_disabled(
 /// capabilities once its descriptors are open: an empty root, new mount, pid, ipc, user and net
 /// namespaces, no capabilities, no new privileges, and the seccomp policy `policy`.
 pub(super) fn device_jail(config: &JailConfig, policy: &str) -> anyhow::Result<Minijail> {
+    device_jail_showing(config, policy, &Shows::default())
+}
+
+/// What a device's sandbox shows beyond `device_jail`'s.
+#[derive(Default)]
+pub(super) struct Shows {
+    /// Host paths (directories or files) bind-mounted at the same paths, on a tmpfs root,
+    /// writable where the flag says so.
+    pub binds: Vec<(PathBuf, bool)>,
+    /// A read-only /proc of the sandbox's own pid namespace.
+    pub proc: bool,
+    /// The host's network namespace, rather than an empty one.
+    pub host_network: bool,
+}
+
+/// `device_jail`'s jail, showing what `shows` says.
+pub(super) fn device_jail_showing(
+    config: &JailConfig,
+    policy: &str,
+    shows: &Shows,
+) -> anyhow::Result<Minijail> {
     if !config.pivot_root.is_dir() {
         bail!(
             "the sandbox's root {} is not a directory: create it (empty), name another with \
@@ -95,12 +117,25 @@ pub(super) fn device_jail(config: &JailConfig, policy: &str) -> anyhow::Result<M
             config.pivot_root.display()
         );
     }
-    let sandbox = SandboxConfig::new(config, policy);
+    let mut sandbox = SandboxConfig::new(config, policy);
+    // A tmpfs over the root, so that the mounts have somewhere to go.
+    sandbox.bind_mounts = !shows.binds.is_empty() || shows.proc;
+    sandbox.namespace_net = !shows.host_network;
     let mut jail = create_sandbox_minijail(&config.pivot_root, MAX_OPEN_FILES_DEFAULT, &sandbox)
         .with_context(|| {
             format!("creating the sandbox (policy {policy}); --disable-sandbox serves unconfined")
         })?;
     jail.namespace_ipc();
+    for (path, writable) in &shows.binds {
+        if !path.is_absolute() {
+            bail!("{} must be an absolute path in the sandbox", path.display());
+        }
+        jail.mount_bind(path, path, *writable)
+            .with_context(|| format!("showing {} in the sandbox", path.display()))?;
+    }
+    if shows.proc {
+        mount_proc(&mut jail).context("mounting /proc in the sandbox")?;
+    }
     Ok(jail)
 }
 
