@@ -636,19 +636,41 @@ fn sealed_memfd(bytes: &[u8]) -> Result<std::fs::File> {
 /// virtio-fs from a child jailed into the shared directory: the guest mounts it, reads the
 /// host's file and writes one the host then finds; the jailed child sees nothing else.
 fn crosvm_fs_shares_a_directory() -> Checked {
+    fs_shares_a_directory(None)
+}
+
+/// fs served by a user without privileges (nobody), its shared directory nobody's.
+fn crosvm_fs_shares_a_directory_unprivileged() -> Checked {
+    fs_shares_a_directory(Some(UNPRIVILEGED_UID))
+}
+
+/// The fs check, its server run as `user` (through setpriv) if given.
+fn fs_shares_a_directory(user: Option<u32>) -> Checked {
     let crosvm = crosvm_serving("fs")?;
     require(
         is_root(),
-        "the fs server jails itself (pivot_root), which needs root",
+        "the fs check makes its shared directory (and drops to nobody) as root",
     )?;
     let dir = std::env::temp_dir().join(format!("crosvm-fs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("from-host.txt"), "written by the host\n")?;
+    let as_user = match user {
+        Some(uid) => {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(uid))?;
+            std::os::unix::fs::chown(dir.join("from-host.txt"), Some(uid), Some(uid))?;
+            format!(
+                "chown {uid} \"$(dirname {{socket}})\" && exec setpriv --reuid={uid} \
+                 --regid={uid} --clear-groups "
+            )
+        }
+        None => String::new(),
+    };
     let run = boot_in(
         "crosvm-fs",
         format!(
-            "{} device vfio-user-server fs --socket {{socket}} --shared-dir {} --tag shared {}",
+            "{as_user}{} device vfio-user-server fs --socket {{socket}} --shared-dir {} --tag \
+             shared {}",
             shell_quote_path(&crosvm),
             shell_quote_path(&dir),
             sandboxed()?
@@ -659,6 +681,7 @@ fn crosvm_fs_shares_a_directory() -> Checked {
         Some(&Jail {
             root: Some(dir.clone()),
             own_capabilities: true,
+            uid: user,
             ..Jail::empty()
         }),
     );
@@ -1035,6 +1058,8 @@ struct Jail {
     root: Option<PathBuf>,
     /// fs: it keeps its capabilities, in a user namespace of its own that maps one user.
     own_capabilities: bool,
+    /// The user it runs as, seen from the host, where the check expects one.
+    uid: Option<u32>,
 }
 
 impl Jail {
@@ -1076,6 +1101,15 @@ fn assert_confined(pid: u32, name: &str, jail: &Jail) -> Result<()> {
             lines,
             ["Seccomp:\t2", "NoNewPrivs:\t1", "CapEff:\t0000000000000000"],
             "{name}"
+        );
+    }
+    if let Some(uid) = jail.uid {
+        let line = status_lines(pid, &["Uid"])?;
+        let real = line.first().and_then(|l| l.split_whitespace().nth(1));
+        assert_eq!(
+            real,
+            Some(uid.to_string().as_str()),
+            "{name}: runs as {line:?}"
         );
     }
     let parent = status_lines(pid, &["PPid"])?;
@@ -1170,6 +1204,25 @@ fn confined_while_serving(
     modules: &[&str],
     (key, expected): (&str, &str),
 ) -> Checked {
+    confined_as(
+        name,
+        command,
+        script,
+        modules,
+        (key, expected),
+        &Jail::empty(),
+    )
+}
+
+/// `confined_while_serving`, the server confined as `jail` says.
+fn confined_as(
+    name: &str,
+    command: String,
+    script: &str,
+    modules: &[&str],
+    (key, expected): (&str, &str),
+    jail: &Jail,
+) -> Checked {
     let env = GuestEnv::prepare()?;
     let boot = Boot {
         name: name.to_string(),
@@ -1180,7 +1233,7 @@ fn confined_while_serving(
         timeout: Duration::from_secs(300),
         ..Boot::default()
     };
-    let run = run_confined(&env, &boot, &Jail::empty())?;
+    let run = run_confined(&env, &boot, jail)?;
     run.check()?;
     assert_eq!(run.result(key)?, expected);
     Ok(())
@@ -1257,6 +1310,78 @@ fn crosvm_console_is_confined() -> Checked {
         written.contains("from-the-jailed-console"),
         "the host's file holds what the guest wrote: {written:?}"
     );
+    Ok(())
+}
+
+/// The user ID the unprivileged checks run the server as (nobody).
+const UNPRIVILEGED_UID: u32 = 65534;
+
+/// Served by a user without privileges (nobody, through setpriv), rng is sandboxed all the same,
+/// in a user namespace of its own, and the guest reads from it.
+fn crosvm_rng_is_confined_unprivileged() -> Checked {
+    let crosvm = crosvm_serving("rng")?;
+    require(is_root(), "drops to the nobody user, which needs root")?;
+    require(
+        Command::new("setpriv").arg("--version").output().is_ok(),
+        "needs setpriv (util-linux)",
+    )?;
+    // nobody binds the socket: its directory becomes nobody's.
+    confined_as(
+        "crosvm-rng-unprivileged",
+        format!(
+            "chown {UNPRIVILEGED_UID} \"$(dirname {{socket}})\" && exec setpriv \
+             --reuid={UNPRIVILEGED_UID} --regid={UNPRIVILEGED_UID} --clear-groups {} device \
+             vfio-user-server rng --socket {{socket}} {}",
+            shell_quote_path(&crosvm),
+            sandboxed()?,
+        ),
+        "echo @@RESULT rng.read=$(head -c 16 /dev/hwrng | wc -c)\n",
+        &["virtio_rng"],
+        ("rng.read", "16"),
+        &Jail {
+            uid: Some(UNPRIVILEGED_UID),
+            ..Jail::empty()
+        },
+    )
+}
+
+/// Where the kernel refuses the sandbox's namespaces (here: run under bubblewrap with user
+/// namespaces disabled inside), the server says so and names --disable-sandbox, rather than
+/// aborting, and leaves no socket behind.
+fn crosvm_refused_sandbox_names_the_way_out() -> Checked {
+    let crosvm = crosvm_serving("rng")?;
+    require(
+        Command::new("bwrap").arg("--version").output().is_ok(),
+        "needs bwrap (Debian: bubblewrap) to refuse the namespaces",
+    )?;
+    let dir = std::env::temp_dir().join(format!("vfio-user-refused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let socket = dir.join("rng.sock");
+    let output = Command::new("bwrap")
+        .args([
+            "--dev-bind",
+            "/",
+            "/",
+            "--unshare-user",
+            "--disable-userns",
+            "--",
+        ])
+        .arg(&crosvm)
+        .args(["device", "vfio-user-server", "rng", "--socket"])
+        .arg(&socket)
+        .arg("--jail")
+        .arg(jail_value()?)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let left = socket.exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the kernel refuses the sandbox's namespaces")
+            && stderr.contains("--disable-sandbox"),
+        "{stderr}"
+    );
+    assert!(!left, "no socket is left behind");
     Ok(())
 }
 
@@ -1366,6 +1491,10 @@ fn main() {
                 crosvm_gpu_cross_domain_compositor_files_reach_the_guest,
             ),
             ("crosvm_fs_shares_a_directory", crosvm_fs_shares_a_directory),
+            (
+                "crosvm_fs_shares_a_directory_unprivileged",
+                crosvm_fs_shares_a_directory_unprivileged,
+            ),
             ("crosvm_vsock_binds", crosvm_vsock_binds),
             (
                 "crosvm_input_keyboard_events_reach_the_guest",
@@ -1389,6 +1518,14 @@ fn main() {
             (
                 "crosvm_rng_killed_by_its_policy",
                 crosvm_rng_killed_by_its_policy,
+            ),
+            (
+                "crosvm_rng_is_confined_unprivileged",
+                crosvm_rng_is_confined_unprivileged,
+            ),
+            (
+                "crosvm_refused_sandbox_names_the_way_out",
+                crosvm_refused_sandbox_names_the_way_out,
             ),
             (
                 "crosvm_gpu_cross_domain_frames_reach_cage",

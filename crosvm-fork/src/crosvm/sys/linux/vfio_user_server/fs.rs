@@ -115,11 +115,14 @@ fn run_fs_server(
         Some(config) => {
             let mut sandbox = SandboxConfig::new(config, "fs_device_vfio_user");
             sandbox.limit_caps = false;
+            // The user serving is root in the sandbox's user namespace, so that an unprivileged
+            // user can serve too: minijail enters the namespace as its root.
             // SAFETY: no memory is touched.
             let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-            let (uid_map, gid_map) = (format!("{uid} {uid} 1"), format!("{gid} {gid} 1"));
+            let (uid_map, gid_map) = (format!("0 {uid} 1"), format!("0 {gid} 1"));
             sandbox.ugid_map = Some((&uid_map, &gid_map));
             sandbox.remount_mode = Some(libc::MS_SLAVE);
+            sandbox::check_namespaces(true)?;
             let mut jail = create_sandbox_minijail(shared_dir, max_open_files, &sandbox)
                 .context("creating the sandbox; --disable-sandbox serves without it")?;
             jail.namespace_ipc();

@@ -121,6 +121,7 @@ pub(super) fn device_jail_showing(
     // A tmpfs over the root, so that the mounts have somewhere to go.
     sandbox.bind_mounts = !shows.binds.is_empty() || shows.proc;
     sandbox.namespace_net = !shows.host_network;
+    check_namespaces(!shows.host_network)?;
     let mut jail = create_sandbox_minijail(&config.pivot_root, MAX_OPEN_FILES_DEFAULT, &sandbox)
         .with_context(|| {
             format!("creating the sandbox (policy {policy}); --disable-sandbox serves unconfined")
@@ -137,6 +138,57 @@ pub(super) fn device_jail_showing(
         mount_proc(&mut jail).context("mounting /proc in the sandbox")?;
     }
     Ok(jail)
+}
+
+/// Checks that the kernel lets this process make the sandbox's namespaces (user, mount, pid, ipc,
+/// and net if `net`), by making them in a child that exits at once: minijail aborts the whole
+/// process when the kernel refuses them, with neither a word on how to do without nor the
+/// socket file removed.
+pub(super) fn check_namespaces(net: bool) -> anyhow::Result<()> {
+    let mut flags =
+        libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC;
+    if net {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: this process has started no threads yet (the sandbox's own fork needs that too), and
+    // the child only calls unshare and _exit, both async-signal-safe.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        bail!(
+            "forking to check the sandbox's namespaces: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    if pid == 0 {
+        // SAFETY: no memory is touched; errno is read right after the call that set it.
+        let code = unsafe {
+            if libc::unshare(flags) == 0 {
+                0
+            } else {
+                *libc::__errno_location()
+            }
+        };
+        // SAFETY: ends the child without running anything of the parent's.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: a live local for the status; `pid` is our child.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        bail!(
+            "waiting for the namespace check: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
+        (true, 0) => Ok(()),
+        (true, errno) => bail!(
+            "the kernel refuses the sandbox's namespaces ({}; a limit such as \
+             user.max_user_namespaces, or a sandbox around this process): --disable-sandbox \
+             serves unconfined",
+            std::io::Error::from_raw_os_error(errno)
+        ),
+        _ => bail!("the namespace check ended abnormally (status {status:#x})"),
+    }
 }
 
 /// Serves with `serve`, which gets the server socket's descriptor: in a child forked into
@@ -180,11 +232,12 @@ pub(super) fn serve(
     drop(socket);
     match status? {
         0 => Ok(()),
-        code if code > 128 => bail!(
-            "the sandboxed server was killed by signal {} (SIGSYS is a seccomp violation: \
-             --jail seccomp-log-failures=true logs them instead)",
-            code - 128
+        code if code == 128 + libc::SIGSYS => bail!(
+            "the sandboxed server was killed by signal {} (SIGSYS: a seccomp violation; --jail \
+             seccomp-log-failures=true logs them instead)",
+            libc::SIGSYS
         ),
+        code if code > 128 => bail!("the sandboxed server was killed by signal {}", code - 128),
         code => bail!("the sandboxed server ended with status {code}"),
     }
 }
