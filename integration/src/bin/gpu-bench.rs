@@ -33,6 +33,7 @@ use integration::guest;
 use integration::guest::compositor::is_root;
 use integration::guest::compositor::Weston;
 use integration::guest::programs;
+use integration::guest::shell_quote;
 use integration::guest::Boot;
 use integration::guest::GuestEnv;
 use integration::relay_log::relay_connections;
@@ -185,12 +186,14 @@ fn measure(
         options.mapped_frames
     };
     let name = format!("gpu-bench-{}-{round}", mode.name());
+    // Sandboxed, as served by default, its root an empty directory of ours.
     let server = format!(
         "{} device vfio-user-server gpu --socket {{socket}} --wayland-sock '{}' {} --params \
-         '{{\"context-types\":\"cross-domain\"}}'",
+         '{{\"context-types\":\"cross-domain\"}}' --jail {}",
         crosvm.display(),
         weston.socket().display(),
         mode.flag(),
+        shell_quote(&integration::sandbox::jail_value()?),
     );
     let boot = Boot {
         name: name.clone(),
