@@ -12,6 +12,7 @@
 //! nothing but the demo built: cargo builds only the binary it is asked to run.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::bail;
 use anyhow::Context;
@@ -38,8 +39,9 @@ pub const REFERENCE_READY: &str = "reference-server: listening";
 /// What [`virtio_main`] prints on stderr once clients can connect.
 pub const VIRTIO_READY: &str = "virtio-server: listening";
 
-const REFERENCE_USAGE: &str = "usage: reference-server (--socket PATH | --fd N)";
-const VIRTIO_USAGE: &str = "usage: virtio-server (rng | blk --file DISK) (--socket PATH | --fd N)";
+const REFERENCE_USAGE: &str = "usage: reference-server (--socket PATH | --fd N) [--poll-us N]";
+const VIRTIO_USAGE: &str =
+    "usage: virtio-server (rng | blk --file DISK) (--socket PATH | --fd N) [--poll-us N]";
 
 /// If this process was started as `EXE serve-reference ...` or `EXE serve-virtio ...`, serves
 /// that device and exits: 1 with the error on stderr if serving fails, 2 on a usage error.
@@ -79,37 +81,39 @@ pub fn this_executable_serving(subcommand: &str) -> Result<String> {
 
 /// Serves the reference device on a unix socket, one client after another, until killed.
 /// `args`: `--socket PATH` (or `--socket-path PATH`) binds PATH; `--fd N` takes the listening
-/// socket inherited as fd N.
+/// socket inherited as fd N; `--poll-us N` spins up to N µs on a client's socket after each
+/// message (adaptive polling, off by default).
 pub fn reference_main(args: &[String]) -> Result<()> {
-    let listener = match args {
-        [flag, path] if flag == "--socket" || flag == "--socket-path" => {
-            Listener::bind(path).with_context(|| format!("binding {path}"))?
-        }
-        [flag, fd] if flag == "--fd" => inherited_listener(fd)?,
+    let options = match parse_options(args, &[]) {
+        Ok(options) if options.listener.is_some() => options,
         _ => {
             eprintln!("{REFERENCE_USAGE}");
             std::process::exit(2);
         }
     };
     let device = ReferenceDevice::new().context("creating the reference device")?;
+    let listener = options.listener.expect("checked above");
     let mut server = Server::new(listener, device, ServerCapabilities::default())?;
+    server.set_polling(options.poll);
     eprintln!("{REFERENCE_READY}");
     Err(server.serve_forever()).context("accepting clients")
 }
 
-struct VirtioOptions {
-    device: String,
-    file: Option<String>,
+/// The options of the servers: where to listen, polling, and the `extra` flags with a value
+/// that the caller takes (`--file`).
+struct ServeOptions {
     listener: Option<Listener>,
+    poll: Duration,
+    extra: Vec<(String, String)>,
 }
 
-fn parse_virtio(args: &[String]) -> Result<VirtioOptions> {
-    let mut options = VirtioOptions {
-        device: args.first().cloned().context("which device? rng or blk")?,
-        file: None,
+fn parse_options(args: &[String], extra: &[&str]) -> Result<ServeOptions> {
+    let mut options = ServeOptions {
         listener: None,
+        poll: Duration::ZERO,
+        extra: Vec::new(),
     };
-    let mut rest = args[1..].iter();
+    let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         let value = rest
             .next()
@@ -120,19 +124,47 @@ fn parse_virtio(args: &[String]) -> Result<VirtioOptions> {
                     Some(Listener::bind(value).with_context(|| format!("binding {value}"))?)
             }
             "--fd" => options.listener = Some(inherited_listener(value)?),
-            "--file" => options.file = Some(value.clone()),
+            "--poll-us" => {
+                let us: u64 = value
+                    .parse()
+                    .with_context(|| format!("--poll-us takes microseconds, not {value}"))?;
+                options.poll = Duration::from_micros(us);
+            }
+            other if extra.contains(&other) => options.extra.push((flag.clone(), value.clone())),
             other => bail!("unknown option {other}"),
         }
     }
     Ok(options)
 }
 
-fn serve_virtio<D: VirtioDevice>(listener: Listener, device: D) -> Result<()> {
+struct VirtioOptions {
+    device: String,
+    file: Option<String>,
+    serve: ServeOptions,
+}
+
+fn parse_virtio(args: &[String]) -> Result<VirtioOptions> {
+    let device = args.first().cloned().context("which device? rng or blk")?;
+    let serve = parse_options(&args[1..], &["--file"])?;
+    let file = serve
+        .extra
+        .iter()
+        .find(|(f, _)| f == "--file")
+        .map(|(_, v)| v.clone());
+    Ok(VirtioOptions {
+        device,
+        file,
+        serve,
+    })
+}
+
+fn serve_virtio<D: VirtioDevice>(listener: Listener, poll: Duration, device: D) -> Result<()> {
     let mut server = Server::new(
         listener,
         VirtioPci::new(device),
         ServerCapabilities::default(),
     )?;
+    server.set_polling(poll);
     eprintln!("{VIRTIO_READY}");
     Err(server.serve_forever()).context("accepting clients")
 }
@@ -141,9 +173,13 @@ fn serve_virtio<D: VirtioDevice>(listener: Listener, device: D) -> Result<()> {
 /// `args`: `rng` or `blk --file DISK`, then `--socket PATH` or `--fd N`.
 pub fn virtio_main(args: &[String]) -> Result<()> {
     let options = parse_virtio(args).context(VIRTIO_USAGE)?;
-    let listener = options.listener.context("--socket or --fd is required")?;
+    let listener = options
+        .serve
+        .listener
+        .context("--socket or --fd is required")?;
+    let poll = options.serve.poll;
     match options.device.as_str() {
-        "rng" => serve_virtio(listener, Rng::new()),
+        "rng" => serve_virtio(listener, poll, Rng::new()),
         "blk" => {
             let path = options.file.context("blk needs --file DISK")?;
             let file = std::fs::OpenOptions::new()
@@ -151,7 +187,7 @@ pub fn virtio_main(args: &[String]) -> Result<()> {
                 .write(true)
                 .open(&path)
                 .with_context(|| format!("opening {path}"))?;
-            serve_virtio(listener, Block::new(file)?)
+            serve_virtio(listener, poll, Block::new(file)?)
         }
         other => bail!("unknown device {other}"),
     }

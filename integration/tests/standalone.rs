@@ -19,8 +19,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 use integration::raw_client::RawClient;
+use integration::reference::regs;
 use integration::serve::SERVE_REFERENCE;
 use integration::serve::SERVE_VIRTIO;
+use vfio_user_server::protocol::command;
+use vfio_user_server::protocol::RegionAccess;
+use zerocopy::IntoBytes;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -124,6 +128,63 @@ fn demo_and_benches_serve_their_devices_alone() {
             &alone.dir,
         );
     }
+}
+
+/// A reference server that polls its client's socket answers every message, through bursts of
+/// round trips (the spin catches them) and idle spells (the budget shrinks, the server sleeps),
+/// and stays up.
+#[test]
+fn a_polling_server_answers_through_bursts_and_idle_spells() {
+    let alone = Alone::copy(env!("CARGO_BIN_EXE_demo"));
+    let socket = alone.dir.join("polling.sock");
+    let mut child = Killed(spawn(
+        Command::new(&alone.exe)
+            .args([SERVE_REFERENCE, "--poll-us", "200", "--socket"])
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped()),
+    ));
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("listening"), "said {line:?}");
+    let mut client = RawClient::connect(&socket).unwrap();
+    assert!(!client.negotiate().unwrap().header.is_error());
+    let access = |value: Option<u32>| {
+        let mut body = RegionAccess {
+            offset: regs::SCRATCH,
+            region: 0,
+            count: 4,
+        }
+        .as_bytes()
+        .to_vec();
+        if let Some(value) = value {
+            body.extend_from_slice(&value.to_le_bytes());
+        }
+        body
+    };
+    for spell in 0..4u32 {
+        for i in 0..200u32 {
+            let value = spell << 16 | i;
+            let written = client
+                .call(command::REGION_WRITE, &access(Some(value)), &[])
+                .unwrap();
+            assert!(!written.header.is_error(), "{written:?}");
+            let read = client
+                .call(command::REGION_READ, &access(None), &[])
+                .unwrap();
+            assert_eq!(
+                read.body[size_of::<RegionAccess>()..],
+                value.to_le_bytes(),
+                "spell {spell}, round trip {i}"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5 * u64::from(spell)));
+    }
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the server is still up"
+    );
 }
 
 #[test]

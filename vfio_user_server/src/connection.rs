@@ -14,6 +14,8 @@ use std::os::fd::BorrowedFd;
 use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
 
 use log::debug;
 use log::warn;
@@ -36,6 +38,7 @@ use crate::message::Message;
 use crate::message::MessageReader;
 use crate::message::Transport;
 use crate::pci::BarRegisters;
+use crate::poll::AdaptivePoll;
 use crate::protocol::*;
 use crate::region::validate;
 use crate::region::InvalidDescription;
@@ -280,6 +283,7 @@ pub struct Connection<'d, T: Transport + Pollable> {
     pub(crate) memory: GuestMemory,
     pub(crate) interrupts: Interrupts,
     pub(crate) region_maps: Arc<RegionMapQueue>,
+    poll: AdaptivePoll,
     torn_down: bool,
 }
 
@@ -320,8 +324,33 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
             memory,
             interrupts,
             region_maps,
+            poll: AdaptivePoll::off(),
             torn_down: false,
         })
+    }
+
+    /// Spins on the client's socket for up to `max` after each message before sleeping
+    /// ([`AdaptivePoll`]); zero, the default, turns polling off.
+    pub fn set_polling(&mut self, max: Duration) {
+        self.poll = AdaptivePoll::new(max);
+    }
+
+    /// For owners with their own event loop, before they sleep on the socket: spins while the
+    /// polling budget lasts, and returns whether a message is there to handle (one already read
+    /// counts). False at once when polling is off.
+    pub fn spin_for_message(&mut self) -> io::Result<bool> {
+        if self.has_backlog() {
+            return Ok(true);
+        }
+        let transport = &self.channel.transport;
+        self.poll.spin(|| transport.wait_readable(0))
+    }
+
+    /// For owners with their own event loop: how long they slept on the socket, after
+    /// [`Connection::spin_for_message`] gave up, until the client's next message. The polling
+    /// budget adapts to it.
+    pub fn slept(&mut self, slept: Duration) {
+        self.poll.slept(slept);
     }
 
     /// Readable while the device has REGION_MAP/REGION_UNMAP requests for the client: poll it
@@ -479,9 +508,21 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
         }
     }
 
-    /// Handles messages until the client disconnects.
+    /// Handles messages until the client disconnects, polling between them if set.
     pub fn run(&mut self) {
-        while self.handle_message() == Status::Open {}
+        loop {
+            if self.poll.is_enabled() && !self.spin_for_message().unwrap_or(true) {
+                let start = Instant::now();
+                // The receive would block the same way; this one is timed for the policy. An
+                // error is left for the receive to report.
+                if self.channel.transport.wait_readable(-1).is_ok() {
+                    self.poll.slept(start.elapsed());
+                }
+            }
+            if self.handle_message() != Status::Open {
+                break;
+            }
+        }
     }
 
     fn close(&mut self, why: &str) -> Status {

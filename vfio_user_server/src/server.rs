@@ -14,6 +14,7 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use log::info;
 
@@ -90,6 +91,8 @@ pub struct Server<D: Device> {
     listener: Listener,
     device: D,
     capabilities: ServerCapabilities,
+    /// The longest spin on a client's socket after a message (see [`crate::AdaptivePoll`]).
+    poll_max: Duration,
 }
 
 impl<D: Device> Server<D> {
@@ -105,7 +108,14 @@ impl<D: Device> Server<D> {
             listener,
             device,
             capabilities,
+            poll_max: Duration::ZERO,
         })
+    }
+
+    /// Spins on each client's socket for up to `max` after a message before sleeping (adaptive,
+    /// see [`crate::AdaptivePoll`]); zero, the default, turns polling off.
+    pub fn set_polling(&mut self, max: Duration) {
+        self.poll_max = max;
     }
 
     pub fn device(&mut self) -> &mut D {
@@ -120,8 +130,10 @@ impl<D: Device> Server<D> {
     pub fn accept(&mut self) -> io::Result<Connection<'_, UnixStream>> {
         let stream = self.listener.accept()?;
         info!("client connected");
-        Connection::new(stream, &mut self.device, self.capabilities.clone())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        let mut connection = Connection::new(stream, &mut self.device, self.capabilities.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        connection.set_polling(self.poll_max);
+        Ok(connection)
     }
 
     /// Serves one client until it disconnects; the device is reset afterwards.

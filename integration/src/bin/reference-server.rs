@@ -6,6 +6,7 @@
 //!
 //!     reference-server --socket PATH     bind PATH
 //!     reference-server --fd N            use the listening socket inherited as fd N
+//!     ... --poll-us N                    spin up to N µs on the socket after each message
 
 fn main() -> anyhow::Result<()> {
     env_logger::init();

@@ -11,6 +11,8 @@
 //! 1. 4-byte REGION_READ / REGION_WRITE round trips on BAR0's SCRATCH register.
 //! 2. DMA_MAP + DMA_UNMAP of 1,000 windows of one memfd, the fd passed with each map.
 //! 3. The reference server's RSS with 512 MiB mapped, untouched and then written by the client.
+//! 4. REGION_WRITE round trips with the client and the servers on different CPUs, ours with
+//!    adaptive polling (`--poll-us`) off and at a few settings, against the echo.
 //!
 //! The bench re-executes itself for every peer:
 //!
@@ -23,10 +25,11 @@
 //!                                    strace/perf); for dma, COUNT regions are mapped then
 //!                                    unmapped
 //!
-//! `BENCH_OPS` overrides the number of measured round trips per case. The client and every server
-//! run on one CPU, so that the figures measure the software (syscalls, context switches, the
-//! server's own work) and not where the scheduler puts the processes or how long an idle CPU
-//! takes to wake up; `BENCH_PIN=0` leaves the placement to the scheduler.
+//! `BENCH_OPS` overrides the number of measured round trips per case. In sections 1 to 3 the
+//! client and every server run on one CPU, so that the figures measure the software (syscalls,
+//! context switches, the server's own work) and not where the scheduler puts the processes or how
+//! long an idle CPU takes to wake up; `BENCH_PIN=0` leaves the placement to the scheduler.
+//! Section 4 measures exactly that wakeup: client and servers on two different CPUs.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -83,6 +86,8 @@ use vfio_user_server::protocol::REGION_INFO_FLAG_WRITE;
 use vfio_user_server::sys;
 use vfio_user_server::sys::MappedFile;
 use zerocopy::IntoBytes;
+
+mod cross_core;
 
 /// What the bench's own server processes print on stderr once they accept connections.
 const READY: &str = "bench: listening";
@@ -359,11 +364,13 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// Starts `program` with `args` and the socket path, on `cpu` alone if given.
     fn start(
         name: &'static str,
         program: &Path,
         args: &[&OsStr],
         ready: &'static str,
+        cpu: Option<usize>,
     ) -> Result<ServerProcess> {
         let socket = std::env::temp_dir().join(format!(
             "vfio-user-bench-{}-{name}.sock",
@@ -378,12 +385,20 @@ impl ServerProcess {
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: prctl is async-signal-safe and touches no memory of this process; the child
-        // dies with the bench even if the bench is killed before its guards run.
+        if cpu.is_some_and(|cpu| cpu >= libc::CPU_SETSIZE as usize) {
+            bail!("no CPU {cpu:?}");
+        }
+        // SAFETY: prctl and sched_setaffinity are async-signal-safe and touch no memory of this
+        // process but a local CPU set (pin_to_cpu allocates only for a CPU beyond CPU_SETSIZE,
+        // refused above); the child dies with the bench even if the bench is killed before its
+        // guards run.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
+                match cpu {
+                    Some(cpu) => pin_to_cpu(cpu).map(|_| ()),
+                    None => Ok(()),
+                }
             });
         }
         let mut child = command
@@ -629,8 +644,9 @@ fn start_peer(
     args: &[&OsStr],
     ready: &'static str,
     is_server: bool,
+    cpu: Option<usize>,
 ) -> Result<Peer> {
-    let process = ServerProcess::start(name, program, args, ready)?;
+    let process = ServerProcess::start(name, program, args, ready, cpu)?;
     let mut client = Client::connect(&process.socket)?;
     if is_server {
         client
@@ -652,6 +668,8 @@ fn run_bench() -> Result<()> {
         Err(_) => DEFAULT_OPS,
     };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // Before the pinning below leaves this thread one CPU.
+    let cross_core_cpus = cross_core::two_cpus()?;
     let placement = if std::env::var("BENCH_PIN").is_ok_and(|value| value == "0") {
         "placement left to the scheduler (BENCH_PIN=0)".to_string()
     } else {
@@ -669,13 +687,21 @@ fn run_bench() -> Result<()> {
 
     // Index 0 is the echo, 1 ours, 2 rust-vmm.
     let mut peers = [
-        start_peer("echo", &exe, &[OsStr::new("serve-echo")], READY, false)?,
+        start_peer(
+            "echo",
+            &exe,
+            &[OsStr::new("serve-echo")],
+            READY,
+            false,
+            None,
+        )?,
         start_peer(
             "ours",
             &exe,
             &[OsStr::new(SERVE_REFERENCE), OsStr::new("--socket")],
             REFERENCE_READY,
             true,
+            None,
         )?,
         start_peer(
             "rust-vmm",
@@ -683,6 +709,7 @@ fn run_bench() -> Result<()> {
             &[OsStr::new("serve-rust-vmm")],
             READY,
             true,
+            None,
         )?,
     ];
 
@@ -703,6 +730,7 @@ fn run_bench() -> Result<()> {
     drop(rust_vmm);
     drop(ours);
     server_memory(&exe)?;
+    cross_core::cross_core_round_trips(&exe, ops, cross_core_cpus)?;
     println!();
     println!(
         "  load average after: {}",
@@ -714,19 +742,35 @@ fn run_bench() -> Result<()> {
 /// Pins the calling thread, and so the processes it starts afterwards, to the first CPU it may
 /// run on; returns that CPU.
 fn pin_to_one_cpu() -> io::Result<usize> {
+    let cpu = *allowed_cpus()?
+        .first()
+        .ok_or_else(|| io::Error::other("no CPU allowed"))?;
+    pin_to_cpu(cpu)
+}
+
+/// The CPUs the calling thread may run on.
+fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
     let mut allowed: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `allowed` is a writable cpu_set_t of the size passed.
     if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut allowed) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let cpu = (0..libc::CPU_SETSIZE as usize)
+    Ok((0..libc::CPU_SETSIZE as usize)
         // SAFETY: cpu < CPU_SETSIZE, inside the set.
-        .find(|&cpu| unsafe { libc::CPU_ISSET(cpu, &allowed) })
-        .ok_or_else(|| io::Error::other("no CPU allowed"))?;
-    // SAFETY: as above.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &allowed) })
+        .collect())
+}
+
+/// Pins the calling thread (and what it starts afterwards) to `cpu`; returns `cpu`. Also called
+/// between fork and exec: it only makes syscalls on a local set.
+fn pin_to_cpu(cpu: usize) -> io::Result<usize> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::other(format!("no CPU {cpu}")));
+    }
+    // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
     let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: cpu < CPU_SETSIZE, inside the set.
+    // SAFETY: cpu < CPU_SETSIZE, checked above: inside the set.
     unsafe { libc::CPU_SET(cpu, &mut one) };
     // SAFETY: `one` is a valid cpu_set_t of the size passed.
     if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one) } != 0 {
@@ -1053,6 +1097,7 @@ fn server_memory(exe: &Path) -> Result<()> {
         exe,
         &[OsStr::new(SERVE_REFERENCE), OsStr::new("--socket")],
         REFERENCE_READY,
+        None,
     )?;
     let pid = server.pid();
     println!(
