@@ -1254,6 +1254,23 @@ fn crosvm_rng_is_confined() -> Checked {
     )
 }
 
+/// rng with the server polling its client's socket (`--poll-us`, the subcommand's own option):
+/// the guest is served all the same, as the sandbox confines it.
+fn crosvm_rng_serves_with_polling() -> Checked {
+    let crosvm = crosvm_serving("rng")?;
+    confined_while_serving(
+        "crosvm-rng-polling",
+        format!(
+            "{} device vfio-user-server --poll-us 50 rng --socket {{socket}} {}",
+            shell_quote_path(&crosvm),
+            sandboxed()?
+        ),
+        "echo @@RESULT rng.read=$(head -c 4096 /dev/hwrng | wc -c)\n",
+        &["virtio_rng"],
+        ("rng.read", "4096"),
+    )
+}
+
 /// block, its image opened before the sandbox: the guest reads and writes it all the same.
 fn crosvm_block_is_confined() -> Checked {
     let crosvm = crosvm_serving("block")?;
@@ -1522,6 +1539,10 @@ fn main() {
             (
                 "crosvm_rng_is_confined_unprivileged",
                 crosvm_rng_is_confined_unprivileged,
+            ),
+            (
+                "crosvm_rng_serves_with_polling",
+                crosvm_rng_serves_with_polling,
             ),
             (
                 "crosvm_refused_sandbox_names_the_way_out",

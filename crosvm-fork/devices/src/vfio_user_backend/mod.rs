@@ -25,6 +25,8 @@ use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
 
 pub use adapter::PciDeviceAdapter;
 use anyhow::anyhow;
@@ -244,12 +246,16 @@ fn guard_guest_memory(
 ///
 /// Returns `Ok` on SIGTERM or SIGINT, after tearing down the current connection (its eventfds
 /// closed, its memory unmapped, the device reset) and removing the socket file it bound.
+///
+/// After each message the server spins on the client's socket for up to `poll` before sleeping
+/// (adaptive, see `vfio_user_server::AdaptivePoll`; zero never spins).
 pub fn run_server(
     socket_path: Option<&str>,
     fd: Option<RawDescriptor>,
     factory: PciDeviceFactory,
+    poll: Duration,
 ) -> anyhow::Result<()> {
-    run_server_with_shadow(socket_path, fd, factory, ShadowMemory::new(), true)
+    run_server_with_shadow(socket_path, fd, factory, ShadowMemory::new(), true, poll)
 }
 
 /// As [`run_server`], with the memory that backs the device's shared memory BAR, if it has one,
@@ -261,6 +267,7 @@ pub fn run_server_with_shadow(
     factory: PciDeviceFactory,
     shadow: Arc<ShadowMemory>,
     mappable: bool,
+    poll: Duration,
 ) -> anyhow::Result<()> {
     // Before any thread starts: the signals stay blocked in the threads started later (the VM
     // services, the device's workers), so they are only ever read here.
@@ -268,7 +275,7 @@ pub fn run_server_with_shadow(
         SignalFd::new(libc::SIGTERM).context("creating a signalfd for SIGTERM")?,
         SignalFd::new(libc::SIGINT).context("creating a signalfd for SIGINT")?,
     ];
-    let result = serve_until_signal(socket_path, fd, factory, shadow, mappable, &signals);
+    let result = serve_until_signal(socket_path, fd, factory, shadow, mappable, poll, &signals);
     // Consumed, or the signal that stopped the server would kill it when dropping its SignalFd
     // unblocks it.
     for signal in &signals {
@@ -283,6 +290,7 @@ fn serve_until_signal(
     factory: PciDeviceFactory,
     shadow: Arc<ShadowMemory>,
     mappable: bool,
+    poll: Duration,
     signals: &[SignalFd],
 ) -> anyhow::Result<()> {
     let wait_ctx = WaitContext::new().context("creating the wait context")?;
@@ -300,8 +308,9 @@ fn serve_until_signal(
             let stream = UnixStream::from(fd);
             // A listening socket has no peer.
             if stream.peer_addr().is_ok() {
-                let connection = Connection::new(stream, &mut adapter, capabilities)
+                let mut connection = Connection::new(stream, &mut adapter, capabilities)
                     .map_err(|e| anyhow!("{e}"))?;
+                connection.set_polling(poll);
                 serve(connection, &wait_ctx)?;
                 return Ok(());
             }
@@ -313,6 +322,7 @@ fn serve_until_signal(
         }
     };
     let mut server = Server::new(listener, adapter, capabilities).map_err(|e| anyhow!("{e}"))?;
+    server.set_polling(poll);
     let listening = Descriptor(server.listener().as_raw_fd());
     wait_ctx
         .add(&listening, Token::Listener)
@@ -374,9 +384,15 @@ fn serve(
         .add(&region_maps, Token::RegionMaps)
         .context("waiting on the region map queue")?;
     let served = loop {
-        // Messages already read from the socket do not wake the wait.
-        if !connection.has_backlog() {
+        // Messages already read from the socket do not wake the wait; with polling on, one that
+        // arrives within the spin is handled without sleeping. An error is left for the receive
+        // to report.
+        if !connection.spin_for_message().unwrap_or(true) {
+            let slept = Instant::now();
             let events = wait_ctx.wait().context("waiting for the client")?;
+            if events.iter().any(|e| e.token == Token::Client) {
+                connection.slept(slept.elapsed());
+            }
             if events.iter().any(|e| e.token == Token::Terminate) {
                 info!("terminating: closing the client's connection");
                 break Served::Terminated;

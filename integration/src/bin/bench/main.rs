@@ -11,8 +11,8 @@
 //! 1. 4-byte REGION_READ / REGION_WRITE round trips on BAR0's SCRATCH register.
 //! 2. DMA_MAP + DMA_UNMAP of 1,000 windows of one memfd, the fd passed with each map.
 //! 3. The reference server's RSS with 512 MiB mapped, untouched and then written by the client.
-//! 4. REGION_WRITE round trips with the client and the servers on different CPUs, ours with
-//!    adaptive polling (`--poll-us`) off and at a few settings, against the echo.
+//! 4. REGION_WRITE round trips, ours with adaptive polling (`--poll-us`) off and at a few
+//!    settings, against the echo: all on one CPU, then client and servers on different CPUs.
 //!
 //! The bench re-executes itself for every peer:
 //!
@@ -29,7 +29,7 @@
 //! client and every server run on one CPU, so that the figures measure the software (syscalls,
 //! context switches, the server's own work) and not where the scheduler puts the processes or how
 //! long an idle CPU takes to wake up; `BENCH_PIN=0` leaves the placement to the scheduler.
-//! Section 4 measures exactly that wakeup: client and servers on two different CPUs.
+//! Section 4 measures that wakeup too: client and servers on two different CPUs.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -87,7 +87,7 @@ use vfio_user_server::sys;
 use vfio_user_server::sys::MappedFile;
 use zerocopy::IntoBytes;
 
-mod cross_core;
+mod polling;
 
 /// What the bench's own server processes print on stderr once they accept connections.
 const READY: &str = "bench: listening";
@@ -669,7 +669,7 @@ fn run_bench() -> Result<()> {
     };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     // Before the pinning below leaves this thread one CPU.
-    let cross_core_cpus = cross_core::two_cpus()?;
+    let polling_cpus = polling::two_cpus()?;
     let placement = if std::env::var("BENCH_PIN").is_ok_and(|value| value == "0") {
         "placement left to the scheduler (BENCH_PIN=0)".to_string()
     } else {
@@ -730,7 +730,7 @@ fn run_bench() -> Result<()> {
     drop(rust_vmm);
     drop(ours);
     server_memory(&exe)?;
-    cross_core::cross_core_round_trips(&exe, ops, cross_core_cpus)?;
+    polling::polling_round_trips(&exe, ops, polling_cpus)?;
     println!();
     println!(
         "  load average after: {}",

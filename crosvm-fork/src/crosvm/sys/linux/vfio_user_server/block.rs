@@ -8,6 +8,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use argh::FromArgs;
@@ -74,7 +75,7 @@ pub(super) struct BlockOptions {
 /// convention, and the lock of the one open file. An image that names other files (a qcow2
 /// backing file, a composite disk's parts) needs those too, which the sandbox does not offer:
 /// `--disable-sandbox` serves it.
-pub(super) fn run(block: BlockOptions) -> anyhow::Result<()> {
+pub(super) fn run(block: BlockOptions, poll: Duration) -> anyhow::Result<()> {
     let path = socket_path(block.socket, block.socket_path)?;
     let socket = ServerSocket::open(path.as_deref(), block.fd)?;
     let mut disk = block.file;
@@ -102,7 +103,7 @@ pub(super) fn run(block: BlockOptions) -> anyhow::Result<()> {
     sandbox::serve(socket, jail, &[image.as_raw_fd()], move |fd| {
         // A fresh device for every client, on its own duplicate of the image.
         let factory = vfio_user_backend::virtio_pci_factory(move || block_device(&disk, &name));
-        vfio_user_backend::run_server(None, Some(fd), factory)
+        vfio_user_backend::run_server(None, Some(fd), factory, poll)
     })
 }
 

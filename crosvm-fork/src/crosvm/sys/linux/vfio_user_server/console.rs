@@ -10,6 +10,7 @@ use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::bail;
 use anyhow::Context;
@@ -76,7 +77,7 @@ pub(super) struct ConsoleOptions {
 /// The files are opened here, before any jail, and each client's device gets duplicates of
 /// them through crosvm's `/proc/self/fd/N` convention: output is appended to the one open file,
 /// and input is read from one open file, so a second client goes on where the first stopped.
-pub(super) fn run(console: ConsoleOptions) -> anyhow::Result<()> {
+pub(super) fn run(console: ConsoleOptions, poll: Duration) -> anyhow::Result<()> {
     let path = socket_path(console.socket, console.socket_path)?;
     let socket = ServerSocket::open(path.as_deref(), console.fd)?;
     let mut params = console_parameters(console.output_file, console.input_file, console.syslog)?;
@@ -87,7 +88,7 @@ pub(super) fn run(console: ConsoleOptions) -> anyhow::Result<()> {
     })?;
     sandbox::serve(socket, jail, &keep, move |fd| {
         let factory = vfio_user_backend::virtio_pci_factory(move || console_device(&params));
-        vfio_user_backend::run_server(None, Some(fd), factory)
+        vfio_user_backend::run_server(None, Some(fd), factory, poll)
     })
 }
 

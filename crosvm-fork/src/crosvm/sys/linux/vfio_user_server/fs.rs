@@ -7,6 +7,7 @@
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::bail;
 use anyhow::Context;
@@ -72,7 +73,7 @@ pub(super) struct FsOptions {
     jail: JailConfig,
 }
 
-pub(super) fn run(fs: FsOptions) -> anyhow::Result<()> {
+pub(super) fn run(fs: FsOptions, poll: Duration) -> anyhow::Result<()> {
     let path = socket_path(fs.socket, fs.socket_path)?;
     let jail = (!fs.disable_sandbox).then_some(&fs.jail);
     run_fs_server(
@@ -82,6 +83,7 @@ pub(super) fn run(fs: FsOptions) -> anyhow::Result<()> {
         fs.tag,
         fs.cfg.unwrap_or_default(),
         jail,
+        poll,
     )
 }
 
@@ -101,6 +103,7 @@ fn run_fs_server(
     tag: String,
     cfg: FsConfig,
     jail: Option<&JailConfig>,
+    poll: Duration,
 ) -> anyhow::Result<()> {
     if tag.len() > FS_MAX_TAG_LEN {
         bail!("fs tag is too long: {} (max {FS_MAX_TAG_LEN})", tag.len());
@@ -143,6 +146,6 @@ fn run_fs_server(
             drop(tube_host.replace(host));
             Ok(Box::new(fs) as Box<dyn VirtioDevice>)
         });
-        vfio_user_backend::run_server(None, Some(fd), factory)
+        vfio_user_backend::run_server(None, Some(fd), factory, poll)
     })
 }

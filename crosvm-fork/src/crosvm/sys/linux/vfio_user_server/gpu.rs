@@ -9,6 +9,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use argh::FromArgs;
@@ -96,7 +97,7 @@ pub(super) struct GpuOptions {
 /// The sandbox shows the directories of the --wayland-sock sockets (each connection opens its
 /// socket again, as in crosvm's own gpu jail), the private directory where the relays to them
 /// listen, and a /proc of its own; the relays run in the sandbox, beside the device.
-pub(super) fn run(gpu: GpuOptions) -> anyhow::Result<()> {
+pub(super) fn run(gpu: GpuOptions, poll: Duration) -> anyhow::Result<()> {
     let path = socket_path(gpu.socket, gpu.socket_path)?;
     let socket = ServerSocket::open(path.as_deref(), gpu.fd)?;
     let mut sockets = BTreeMap::new();
@@ -130,6 +131,7 @@ pub(super) fn run(gpu: GpuOptions) -> anyhow::Result<()> {
         params: gpu.params,
         zero_copy: !gpu.copy_wl_shm_frames,
         mapped_shared_memory: !gpu.trapped_shared_memory,
+        poll,
     };
     let dir = relay_dir.path.clone();
     let result = sandbox::serve(socket, jail, &[], move |fd| {
@@ -144,6 +146,7 @@ struct ServeOptions {
     params: GpuParameters,
     zero_copy: bool,
     mapped_shared_memory: bool,
+    poll: Duration,
 }
 
 /// Serves virtio-gpu to the clients of the socket `fd`, with relays to the compositors of
@@ -178,6 +181,7 @@ fn serve_gpu(
         factory,
         shadow,
         options.mapped_shared_memory,
+        options.poll,
     );
     drop(relays);
     result

@@ -9,6 +9,7 @@ use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use argh::FromArgs;
@@ -83,7 +84,7 @@ pub(super) struct InputOptions {
 /// The event source is connected to (or, for evdev, opened) here, before any jail, and named by
 /// descriptor (crosvm's `/proc/self/fd/N` convention): the sandboxed server sees nothing of the
 /// host but a custom device's configuration file.
-pub(super) fn run(input: InputOptions) -> anyhow::Result<()> {
+pub(super) fn run(input: InputOptions, poll: Duration) -> anyhow::Result<()> {
     let path = socket_path(input.socket, input.socket_path)?;
     let socket = ServerSocket::open(path.as_deref(), input.fd)?;
     let mut option = input.input;
@@ -101,7 +102,7 @@ pub(super) fn run(input: InputOptions) -> anyhow::Result<()> {
     })?;
     sandbox::serve(socket, jail, &[source.as_raw_fd()], move |fd| {
         let factory = vfio_user_backend::virtio_pci_factory(move || input_device(&option));
-        vfio_user_backend::run_server(None, Some(fd), factory)
+        vfio_user_backend::run_server(None, Some(fd), factory, poll)
     })
 }
 

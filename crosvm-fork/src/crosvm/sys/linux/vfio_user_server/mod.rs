@@ -22,6 +22,8 @@ mod sandbox;
 mod snd;
 mod vsock;
 
+use std::time::Duration;
+
 use anyhow::bail;
 use argh::FromArgs;
 
@@ -30,6 +32,11 @@ use argh::FromArgs;
 /// Serve a crosvm device over vfio-user, to QEMU (vfio-user-pci) or cloud-hypervisor
 /// (--user-device); every client gets a freshly built device
 pub struct Options {
+    #[argh(option, arg_name = "MICROSECONDS", default = "0")]
+    /// after each message, spin on the client's socket for up to this long before sleeping
+    /// (adaptive: less while the client is idle; 0, the default, never spins). For clients that
+    /// wait for each reply, as cloud-hypervisor does for BAR writes; costs server CPU
+    poll_us: u64,
     #[argh(subcommand)]
     device: DeviceOptions,
 }
@@ -63,18 +70,19 @@ fn socket_path(
 }
 
 pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
+    let poll = Duration::from_micros(options.poll_us);
     match options.device {
-        DeviceOptions::Rng(options) => rng::run(options),
-        DeviceOptions::Block(options) => block::run(options),
-        DeviceOptions::Console(options) => console::run(options),
+        DeviceOptions::Rng(options) => rng::run(options, poll),
+        DeviceOptions::Block(options) => block::run(options, poll),
+        DeviceOptions::Console(options) => console::run(options, poll),
         #[cfg(feature = "net")]
-        DeviceOptions::Net(options) => net::run(options),
+        DeviceOptions::Net(options) => net::run(options, poll),
         #[cfg(feature = "gpu")]
-        DeviceOptions::Gpu(options) => gpu::run(options),
+        DeviceOptions::Gpu(options) => gpu::run(options, poll),
         #[cfg(feature = "audio")]
-        DeviceOptions::Snd(options) => snd::run(options),
-        DeviceOptions::Input(options) => input::run(options),
-        DeviceOptions::Fs(options) => fs::run(options),
-        DeviceOptions::Vsock(options) => vsock::run(options),
+        DeviceOptions::Snd(options) => snd::run(options, poll),
+        DeviceOptions::Input(options) => input::run(options, poll),
+        DeviceOptions::Fs(options) => fs::run(options, poll),
+        DeviceOptions::Vsock(options) => vsock::run(options, poll),
     }
 }

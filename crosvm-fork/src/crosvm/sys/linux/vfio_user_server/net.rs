@@ -4,6 +4,8 @@
 
 //! `crosvm device vfio-user-server net`: virtio-net on a host tap.
 
+use std::time::Duration;
+
 use anyhow::bail;
 use anyhow::Context;
 use argh::FromArgs;
@@ -76,7 +78,7 @@ pub(super) struct NetOptions {
 /// from --tap-fd here, before any jail; each client's device works on a duplicate of it. The
 /// sandbox stays in the host's network namespace: crosvm's net device asks the host for the
 /// interface's MTU by name, through an AF_INET socket.
-pub(super) fn run(net: NetOptions) -> anyhow::Result<()> {
+pub(super) fn run(net: NetOptions, poll: Duration) -> anyhow::Result<()> {
     let path = socket_path(net.socket, net.socket_path)?;
     let socket = ServerSocket::open(path.as_deref(), net.fd)?;
     let tap = match (net.tap_name, net.tap_fd) {
@@ -99,7 +101,7 @@ pub(super) fn run(net: NetOptions) -> anyhow::Result<()> {
         // device is gone.
         let factory =
             vfio_user_backend::virtio_pci_factory(move || net_device(&tap, mac, mrg_rxbuf));
-        vfio_user_backend::run_server(None, Some(fd), factory)
+        vfio_user_backend::run_server(None, Some(fd), factory, poll)
     })
 }
 

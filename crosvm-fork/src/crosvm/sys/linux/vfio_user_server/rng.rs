@@ -4,6 +4,8 @@
 
 //! `crosvm device vfio-user-server rng`: virtio-rng.
 
+use std::time::Duration;
+
 use argh::FromArgs;
 use base::RawDescriptor;
 use devices::vfio_user_backend;
@@ -50,7 +52,7 @@ pub(super) struct RngOptions {
 
 /// The device needs nothing of the host once the socket is open: it reads random bytes with
 /// getrandom.
-pub(super) fn run(rng: RngOptions) -> anyhow::Result<()> {
+pub(super) fn run(rng: RngOptions, poll: Duration) -> anyhow::Result<()> {
     let path = socket_path(rng.socket, rng.socket_path)?;
     let socket = ServerSocket::open(path.as_deref(), rng.fd)?;
     let jail = sandbox::jail_unless_disabled(rng.disable_sandbox, &rng.jail, |config| {
@@ -58,6 +60,6 @@ pub(super) fn run(rng: RngOptions) -> anyhow::Result<()> {
     })?;
     sandbox::serve(socket, jail, &[], |fd| {
         let factory = vfio_user_backend::virtio_module_factory(device_virtio_rng::VirtioRngModule);
-        vfio_user_backend::run_server(None, Some(fd), factory)
+        vfio_user_backend::run_server(None, Some(fd), factory, poll)
     })
 }

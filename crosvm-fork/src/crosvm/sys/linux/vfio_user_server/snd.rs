@@ -5,6 +5,7 @@
 //! `crosvm device vfio-user-server snd`: virtio-snd on crosvm's host audio backends.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::bail;
 use anyhow::Context;
@@ -74,7 +75,7 @@ pub(super) struct SndOptions {
 /// The null backend needs nothing of the host; the file backend's sandbox shows its
 /// playback_path directory, where each client's device creates its stream-N.out files. (crosvm
 /// builds its sound device before jailing it; this one builds a device per client, inside.)
-pub(super) fn run(snd: SndOptions) -> anyhow::Result<()> {
+pub(super) fn run(snd: SndOptions, poll: Duration) -> anyhow::Result<()> {
     let path = socket_path(snd.socket, snd.socket_path)?;
     let socket = ServerSocket::open(path.as_deref(), snd.fd)?;
     let mut params = snd.config;
@@ -103,11 +104,11 @@ pub(super) fn run(snd: SndOptions) -> anyhow::Result<()> {
                 ),
             }
         })?;
-    sandbox::serve(socket, jail, &[], move |fd| serve_snd(fd, params))
+    sandbox::serve(socket, jail, &[], move |fd| serve_snd(fd, params, poll))
 }
 
 /// Serves virtio-snd on `params` to the clients of the socket `fd`.
-fn serve_snd(fd: RawDescriptor, params: SndParameters) -> anyhow::Result<()> {
+fn serve_snd(fd: RawDescriptor, params: SndParameters, poll: Duration) -> anyhow::Result<()> {
     // The host end of the current device's control tube (snapshots, which nothing
     // takes here); a new client's device replaces it.
     let mut control_host: Option<Tube> = None;
@@ -122,5 +123,5 @@ fn serve_snd(fd: RawDescriptor, params: SndParameters) -> anyhow::Result<()> {
         drop(control_host.replace(host));
         Ok(Box::new(snd) as Box<dyn VirtioDevice>)
     });
-    vfio_user_backend::run_server(None, Some(fd), factory)
+    vfio_user_backend::run_server(None, Some(fd), factory, poll)
 }

@@ -5,6 +5,7 @@
 //! `crosvm device vfio-user-server vsock`: virtio-vsock on the host's vhost-vsock.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use argh::FromArgs;
@@ -67,7 +68,7 @@ pub(super) struct VsockOptions {
 /// vhost-vsock is opened again for each client's device: a vhost device has one owner for its
 /// life, and the previous client's device, gone by then, owned the last one. So the sandbox
 /// shows the vhost-vsock node, and nothing else of the host.
-pub(super) fn run(vsock: VsockOptions) -> anyhow::Result<()> {
+pub(super) fn run(vsock: VsockOptions, poll: Duration) -> anyhow::Result<()> {
     let path = socket_path(vsock.socket, vsock.socket_path)?;
     let socket = ServerSocket::open(path.as_deref(), vsock.fd)?;
     let vhost = vsock
@@ -86,6 +87,6 @@ pub(super) fn run(vsock: VsockOptions) -> anyhow::Result<()> {
         let factory = vfio_user_backend::virtio_pci_factory(move || {
             (&config).create_virtio_device(ProtectionType::Unprotected)
         });
-        vfio_user_backend::run_server(None, Some(fd), factory)
+        vfio_user_backend::run_server(None, Some(fd), factory, poll)
     })
 }

@@ -2,9 +2,10 @@
 // Use of this source code is governed by a BSD-style license that can be
 // found in the LICENSE file.
 
-//! Section 4 of the bench: round trips with the client and the server on different CPUs, as a
-//! synchronous client (cloud-hypervisor's vCPU waiting on each BAR write) sees them, with our
-//! server's adaptive polling off and at a few settings, against the echo across the same CPUs.
+//! Section 4 of the bench: REGION_WRITE round trips as a synchronous client (cloud-hypervisor's
+//! vCPU waiting on each BAR write) sees them, with our server's adaptive polling off and at a few
+//! settings, against the echo of the same messages: first with client and servers on one CPU,
+//! then on two different CPUs, where polling saves the wakeup of the server's CPU.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -29,7 +30,8 @@ use crate::WARMUP_OPS;
 /// The polling maxima measured, in microseconds (0: off).
 const POLL_US: &[u64] = &[0, 5, 20, 100];
 
-/// The CPUs for the client and for the servers: the first two this process may run on.
+/// The CPUs for the client and for the servers in section 4b: the first two this process may
+/// run on.
 pub(crate) fn two_cpus() -> Result<Option<(usize, usize)>> {
     let allowed = crate::allowed_cpus().context("reading this process's CPUs")?;
     Ok(match allowed.as_slice() {
@@ -38,34 +40,44 @@ pub(crate) fn two_cpus() -> Result<Option<(usize, usize)>> {
     })
 }
 
-/// Section 4, the client on the first of `cpus` and the servers on the second.
-pub(crate) fn cross_core_round_trips(
+/// Section 4: on the first of `cpus` alone, then the client on the first and the servers on the
+/// second.
+pub(crate) fn polling_round_trips(
     exe: &Path,
     ops: usize,
     cpus: Option<(usize, usize)>,
 ) -> Result<()> {
-    println!();
     let Some((client_cpu, server_cpu)) = cpus else {
-        println!("== 4. round trips across CPUs: skipped, this process may use one CPU only ==");
+        println!();
+        println!("== 4. round trips with polling: skipped, this process may use one CPU only ==");
         return Ok(());
     };
-    println!(
-        "== 4. REGION_WRITE round trips across CPUs (client on CPU {client_cpu}, servers on CPU \
-         {server_cpu}), ours with adaptive polling off and at {:?} us: {WARMUP_OPS} warm-up, \
-         then {ops} measured per case in {ROUNDS} rounds interleaved ==",
-        &POLL_US[1..]
-    );
     crate::pin_to_cpu(client_cpu).context("pinning the client")?;
+    for (section, servers_cpu) in [("4a", client_cpu), ("4b", server_cpu)] {
+        println!();
+        println!(
+            "== {section}. REGION_WRITE round trips, client on CPU {client_cpu} and servers on CPU \
+             {servers_cpu}, ours with adaptive polling off and at {:?} us: {WARMUP_OPS} warm-up, \
+             then {ops} measured per case in {ROUNDS} rounds interleaved ==",
+            &POLL_US[1..]
+        );
+        let mut peers = start_peers(exe, servers_cpu)?;
+        measure(&mut peers, ops)?;
+    }
+    Ok(())
+}
+
+/// The echo and ours at every polling setting, on `cpu`.
+fn start_peers(exe: &Path, cpu: usize) -> Result<Vec<Peer>> {
     let mut peers = vec![start_peer(
         "echo",
         exe,
         &[OsStr::new("serve-echo")],
         READY,
         false,
-        Some(server_cpu),
+        Some(cpu),
     )?];
-    let poll_args: Vec<String> = POLL_US.iter().map(|us| us.to_string()).collect();
-    for (us, arg) in POLL_US.iter().zip(&poll_args) {
+    for us in POLL_US {
         let name: &'static str = match us {
             0 => "ours",
             5 => "poll 5us",
@@ -73,10 +85,11 @@ pub(crate) fn cross_core_round_trips(
             100 => "poll 100us",
             _ => "poll",
         };
+        let us = us.to_string();
         let args = [
             OsStr::new(SERVE_REFERENCE),
             OsStr::new("--poll-us"),
-            OsStr::new(arg.as_str()),
+            OsStr::new(us.as_str()),
             OsStr::new("--socket"),
         ];
         peers.push(start_peer(
@@ -85,10 +98,10 @@ pub(crate) fn cross_core_round_trips(
             &args,
             REFERENCE_READY,
             true,
-            Some(server_cpu),
+            Some(cpu),
         )?);
     }
-    measure(&mut peers, ops)
+    Ok(peers)
 }
 
 fn measure(peers: &mut [Peer], ops: usize) -> Result<()> {
@@ -146,8 +159,8 @@ fn measure(peers: &mut [Peer], ops: usize) -> Result<()> {
         );
     }
     println!(
-        "  the echo across the same CPUs is the limit; polling trades the server's CPU (srv CPU \
-         us/op) for the wakeups it saves"
+        "  the echo on the same CPUs is the limit; polling trades the server's CPU (srv CPU us/op) \
+         for the wakeups it saves"
     );
     Ok(())
 }
