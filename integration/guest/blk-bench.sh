@@ -10,7 +10,8 @@
 #     @@RESULT CASE.runN.centiseconds=T    from /proc/uptime, before and after dd
 #     @@RESULT CASE.runN.requests=R        requests the block layer completed, from its stat file
 # and once per case CASE.bytes, the bytes each run moves. The cases are 4k_write, 4k_read,
-# 1m_write and 1m_read; reads go to /dev/null so that the device alone is timed.
+# 1m_write and 1m_read; reads go to /dev/null so that the device alone is timed. "@@BENCH begin"
+# and "@@BENCH end" frame the cases, for the host to measure what the server spent on them.
 
 RUNS=3
 # The 4 KiB cases use the first 64 MiB of the disk, the 1 MiB cases 128 MiB from 64 MiB on,
@@ -64,6 +65,8 @@ for attribute in max_segments max_sectors_kb max_hw_sectors_kb nr_requests; do
 done
 echo "@@RESULT queue.scheduler=$(cat /sys/block/vda/queue/scheduler)"
 
+# The host samples the server's CPU time between these two lines.
+echo "@@BENCH begin"
 status=0
 run 4k_write 1 $((SMALL_COUNT * 4096)) \
     if=/dev/zero of=/dev/vda bs=4k count=$SMALL_COUNT oflag=direct conv=notrunc || status=1
@@ -74,4 +77,5 @@ run 1m_write $BIG_PASSES $((BIG_PASSES * BIG_COUNT << 20)) \
     status=1
 run 1m_read $BIG_PASSES $((BIG_PASSES * BIG_COUNT << 20)) \
     if=/dev/vda of=/dev/null bs=1M count=$BIG_COUNT skip=$BIG_SKIP iflag=direct || status=1
+echo "@@BENCH end"
 exit $status

@@ -2,23 +2,41 @@
 // Use of this source code is governed by a BSD-style license that can be
 // found in the LICENSE file.
 
-//! Benchmarks our virtio-blk, served over vfio-user by this executable (as `virtio-server`
-//! would), against QEMU's own
-//! virtio-blk-pci on the same host file, each in a Linux guest under TCG. It prints figures and
-//! ratios and asserts nothing about speed.
+//! Benchmarks a virtio-blk served over vfio-user (ours by default, or any server command)
+//! against QEMU's own virtio-blk-pci on the same host file, each in a Linux guest under TCG. It
+//! prints figures and ratios and asserts nothing about speed.
 //!
-//!     cargo run --release -p integration --bin guest-bench
+//!     cargo run --release -p integration --bin guest-bench [-- --server 'CMD' --boots N]
 //!
-//! Both guests run `guest/blk-bench.sh`: sequential O_DIRECT `dd` on /dev/vda with 4 KiB and
+//! `--server` names the server, `{socket}` and `{disk}` standing for its socket and the disk file,
+//! e.g. crosvm's block (with `--log-level=debug` for the message counts):
+//!
+//!     --server 'crosvm --log-level=debug device vfio-user-server block --socket {socket} \
+//!               --file {disk} --jail pivot-root=/some/empty/dir'
+//!
+//! Without it, this executable serves its own virtio-blk (as `virtio-server`). The server's
+//! guests and QEMU's alternate, A B A B ..., `--boots` times each (5 by default), so that a slow
+//! phase of the machine does not land on one side only.
+//!
+//! Every guest runs `guest/blk-bench.sh`: sequential O_DIRECT `dd` on /dev/vda with 4 KiB and
 //! 1 MiB requests, writes then reads, three runs per case. The disk is a fresh, fully allocated
 //! 256 MiB raw file in a temporary directory; it is synced and dropped from the host's page
-//! cache before each guest, so that neither starts with the other's cached data.
+//! cache before each guest, so that none starts with another's cached data.
 //!
 //! QEMU's device gets `-drive ...,format=raw,cache=writeback,aio=threads` by default: like
-//! `virtio-server`, it then goes through the host's page cache, so the comparison is like for
-//! like. `GUEST_BENCH_QEMU_CACHE=writeback,none` adds a QEMU guest with `cache=none`
-//! (O_DIRECT on the host file). `RUST_LOG=debug` reaches the server, whose log then lists each
-//! message; the bench counts them per command.
+//! `virtio-server` and crosvm's block, it then goes through the host's page cache, so the
+//! comparison is like for like. `GUEST_BENCH_QEMU_CACHE=writeback,none` adds a QEMU guest with
+//! `cache=none` (O_DIRECT on the host file) to each round.
+//!
+//! How to read it under TCG: the guest's CPU is emulated, so every figure is dominated by the
+//! emulation of the guest's driver and of QEMU's side of the device, and varies with what else the
+//! machine does (two runs an hour apart have differed by 2x). Compare the two sides of one run
+//! only, on the medians over boots, with the spread (lowest and highest boot) showing how much to
+//! trust a difference: ratios inside the spreads' overlap say nothing. Per boot, a case's figure is
+//! the median of its three runs. The server's CPU time per request (its whole process tree,
+//! between the script's `@@BENCH begin` and `end`) and its messages per request by command
+//! (counted from its debug log over the whole boot, which boot adds a few hundred to) show where
+//! the server's time goes, whatever the emulation costs.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -26,6 +44,8 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -37,8 +57,11 @@ use integration::guest::shell_quote;
 use integration::guest::Boot;
 use integration::guest::GuestEnv;
 use integration::guest::GuestRun;
+use integration::guest::Responder;
+use integration::guest::Servers;
 use integration::serve;
 use integration::serve::SERVE_VIRTIO;
+use integration::stats::Spread;
 
 const SCRIPT: &str = include_str!("../../guest/blk-bench.sh");
 const DISK_SIZE: u64 = 256 << 20;
@@ -145,10 +168,6 @@ impl Case {
         self.rate(self.sorted()[RUNS / 2])
     }
 
-    fn best_rate(&self) -> f64 {
-        self.rate(self.sorted()[0])
-    }
-
     /// Bytes per request the device saw, over all runs.
     fn bytes_per_request(&self) -> f64 {
         let requests: u64 = self.requests.iter().sum();
@@ -173,27 +192,89 @@ fn server_commands(run: &GuestRun) -> Option<BTreeMap<u16, u64>> {
     (!counts.is_empty()).then_some(counts)
 }
 
-fn boot(env: &GuestEnv, name: &str, servers: Vec<String>, extra: Vec<String>) -> Result<GuestRun> {
-    let started = Instant::now();
-    let run = guest::run(
-        env,
-        &Boot {
-            name: name.to_string(),
-            servers,
-            script: SCRIPT.to_string(),
-            modules: vec!["virtio_blk".to_string()],
-            timeout: BOOT_TIMEOUT,
-            extra_qemu_args: extra,
-            ..Boot::default()
-        },
-    )?;
-    run.check()?;
+fn boot_of(name: &str) -> Boot {
+    Boot {
+        name: name.to_string(),
+        script: SCRIPT.to_string(),
+        modules: vec!["virtio_blk".to_string()],
+        timeout: BOOT_TIMEOUT,
+        ..Boot::default()
+    }
+}
+
+fn report_done(name: &str, started: Instant, run: &GuestRun) {
     eprintln!(
         "guest-bench: {name} done in {:.1} s (logs: {})",
         started.elapsed().as_secs_f64(),
         run.log_dir.display()
     );
+}
+
+/// A guest against the server `command`, and the CPU time (ns) the server's processes spent
+/// between the script's `@@BENCH begin` and `@@BENCH end`.
+fn boot_server(env: &GuestEnv, name: &str, command: &str) -> Result<(GuestRun, u64)> {
+    let started = Instant::now();
+    let mut boot = boot_of(name);
+    boot.servers = vec![command.to_string()];
+    let mut servers = Servers::start(env, &boot)?;
+    let pid = servers.pids()[0];
+    let samples: Arc<Mutex<Vec<u64>>> = Arc::default();
+    {
+        let samples = samples.clone();
+        boot.responder = Some(Responder(Arc::new(move |line: &str| {
+            if line.contains("@@BENCH begin") || line.contains("@@BENCH end") {
+                samples.lock().unwrap().push(tree_cpu_ns(pid));
+            }
+            None
+        })));
+    }
+    let run = servers.boot(env, &boot)?;
+    run.check()?;
+    report_done(name, started, &run);
+    let samples = samples.lock().unwrap().clone();
+    let [begin, end] = samples[..] else {
+        bail!("guest {name}: the script's @@BENCH lines were not both seen: {samples:?}");
+    };
+    Ok((run, end.saturating_sub(begin)))
+}
+
+/// A guest with QEMU's own virtio-blk-pci on `drive`.
+fn boot_qemu(env: &GuestEnv, name: &str, drive: &str) -> Result<GuestRun> {
+    let started = Instant::now();
+    let mut boot = boot_of(name);
+    boot.extra_qemu_args = vec![
+        "-drive".to_string(),
+        drive.to_string(),
+        "-device".to_string(),
+        "virtio-blk-pci,drive=bench".to_string(),
+    ];
+    let run = guest::run(env, &boot)?;
+    run.check()?;
+    report_done(name, started, &run);
     Ok(run)
+}
+
+/// CPU time (ns) of `pid` and every process below it, all threads (/proc/PID/task/*/schedstat);
+/// 0 for processes gone meanwhile.
+fn tree_cpu_ns(pid: u32) -> u64 {
+    let mut total = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let path = task.path();
+            if let Ok(text) = std::fs::read_to_string(path.join("schedstat")) {
+                total += text
+                    .split_whitespace()
+                    .next()
+                    .and_then(|ns| ns.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+            let children = std::fs::read_to_string(path.join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                total += tree_cpu_ns(child);
+            }
+        }
+    }
+    total
 }
 
 fn queue_line(run: &GuestRun) -> String {
@@ -215,52 +296,160 @@ fn queue_line(run: &GuestRun) -> String {
     .join(" ")
 }
 
-/// Prints ours against one QEMU guest.
-fn print_comparison(ours: &GuestRun, qemu: &GuestRun, drive: &str) -> Result<()> {
-    println!("  ours: virtio-server blk over vfio-user (vfio-user-pci)");
+/// The requests the device completed in all cases and runs of `run`.
+fn total_requests(run: &GuestRun) -> Result<u64> {
+    let mut total = 0;
+    for (key, _) in CASES {
+        total += Case::from_run(run, key)?.requests.iter().sum::<u64>();
+    }
+    Ok(total)
+}
+
+/// "median [lowest-highest]" of `values`.
+fn spread_text(values: &[f64], decimals: usize) -> String {
+    let spread = Spread::of(values, |v| *v);
+    format!(
+        "{:.*} [{:.*}-{:.*}]",
+        decimals, spread.median, decimals, spread.min, decimals, spread.max
+    )
+}
+
+/// Prints the server's boots against one QEMU configuration's, case by case.
+fn print_comparison(ours: &[(GuestRun, u64)], qemu: &[GuestRun], drive: &str) -> Result<()> {
     println!("  QEMU: virtio-blk-pci, -drive {drive}");
     println!();
     println!(
-        "{:<9} {:>8} {:>16} {:>16} {:>10} {:>14}  {:>9}",
-        "case", "per run", "ours MiB/s", "QEMU MiB/s", "ours/QEMU", "target", "KiB/req"
+        "{:<9} {:>8} {:>24} {:>24} {:>10} {:>14}  {:>9}",
+        "case", "per run", "server MiB/s", "QEMU MiB/s", "ratio", "target", "KiB/req"
     );
     for (key, label) in CASES {
-        let a = Case::from_run(ours, key)?;
-        let b = Case::from_run(qemu, key)?;
-        let ratio = a.median_rate() / b.median_rate();
+        let a: Vec<Case> = ours
+            .iter()
+            .map(|(run, _)| Case::from_run(run, key))
+            .collect::<Result<_>>()?;
+        let b: Vec<Case> = qemu
+            .iter()
+            .map(|run| Case::from_run(run, key))
+            .collect::<Result<_>>()?;
+        let a_rates: Vec<f64> = a.iter().map(Case::median_rate).collect();
+        let b_rates: Vec<f64> = b.iter().map(Case::median_rate).collect();
+        let ratio = Spread::of(&a_rates, |v| *v).median / Spread::of(&b_rates, |v| *v).median;
         let verdict = if ratio >= TARGET { "met" } else { "missed" };
+        let per_request =
+            |cases: &[Case]| Spread::of(cases, |case| case.bytes_per_request()).median / 1024.0;
         println!(
-            "{label:<9} {:>4} MiB {:>7.1} ({:>6.1}) {:>7.1} ({:>6.1}) {:>9.2}x {:>5.2}x {verdict:<6}  {:>4.0}/{:<4.0}",
-            a.bytes >> 20,
-            a.median_rate(),
-            a.best_rate(),
-            b.median_rate(),
-            b.best_rate(),
+            "{label:<9} {:>4} MiB {:>24} {:>24} {:>9.2}x {:>5.2}x {verdict:<6}  {:>4.0}/{:<4.0}",
+            a[0].bytes >> 20,
+            spread_text(&a_rates, 1),
+            spread_text(&b_rates, 1),
             ratio,
             TARGET,
-            a.bytes_per_request() / 1024.0,
-            b.bytes_per_request() / 1024.0,
+            per_request(&a),
+            per_request(&b),
         );
     }
     println!();
     for (key, _) in CASES {
-        let a = Case::from_run(ours, key)?;
-        let b = Case::from_run(qemu, key)?;
+        let rates = |runs: Vec<Result<Case>>| -> Result<Vec<String>> {
+            runs.into_iter()
+                .map(|case| case.map(|case| format!("{:.1}", case.median_rate())))
+                .collect()
+        };
         println!(
-            "  {key}: centiseconds ours {:?} QEMU {:?}; requests ours {:?} QEMU {:?}",
-            a.centiseconds, b.centiseconds, a.requests, b.requests
+            "  {key}: MiB/s per boot, server {:?} QEMU {:?}",
+            rates(
+                ours.iter()
+                    .map(|(run, _)| Case::from_run(run, key))
+                    .collect()
+            )?,
+            rates(qemu.iter().map(|run| Case::from_run(run, key)).collect())?
         );
     }
-    println!("  queue ours: {}", queue_line(ours));
-    println!("  queue QEMU: {}", queue_line(qemu));
+    println!("  queue server: {}", queue_line(&ours[0].0));
+    println!("  queue QEMU:   {}", queue_line(&qemu[0]));
     Ok(())
+}
+
+/// The server's CPU time and messages per request, over its boots.
+fn print_server_costs(ours: &[(GuestRun, u64)]) -> Result<()> {
+    let mut cpu_us = Vec::new();
+    let mut messages: BTreeMap<u16, Vec<f64>> = BTreeMap::new();
+    for (run, cpu_ns) in ours {
+        let requests = total_requests(run)?.max(1) as f64;
+        cpu_us.push(*cpu_ns as f64 / 1000.0 / requests);
+        for (command, count) in server_commands(run).unwrap_or_default() {
+            messages
+                .entry(command)
+                .or_default()
+                .push(count as f64 / requests);
+        }
+    }
+    println!(
+        "  server CPU per request (all its processes, during the cases), us: {}",
+        spread_text(&cpu_us, 2)
+    );
+    if messages.is_empty() {
+        println!(
+            "  server messages per request: not counted (no `command N` lines in its log: run it \
+             with debug logging, e.g. RUST_LOG=debug or crosvm's --log-level=debug)"
+        );
+    } else {
+        let by_command: Vec<String> = messages
+            .iter()
+            .map(|(command, per_boot)| {
+                format!("{command}:{:.3}", Spread::of(per_boot, |v| *v).median)
+            })
+            .collect();
+        println!(
+            "  server messages per request by command (command:median over boots, whole boot): {}",
+            by_command.join(" ")
+        );
+    }
+    Ok(())
+}
+
+struct Options {
+    /// The server command, `{socket}` and `{disk}` still in it.
+    server: Option<String>,
+    boots: usize,
+}
+
+fn parse_options() -> Result<Options> {
+    let mut options = Options {
+        server: None,
+        boots: 5,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--server" => {
+                if !value.contains("{socket}") || !value.contains("{disk}") {
+                    bail!("--server needs {{socket}} and {{disk}} in its command: {value}");
+                }
+                options.server = Some(value);
+            }
+            "--boots" => {
+                options.boots = value
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .with_context(|| format!("--boots takes a positive number, not {value}"))?;
+            }
+            other => bail!(
+                "usage: guest-bench [--server 'CMD {{socket}} {{disk}}'] [--boots N]; not {other}"
+            ),
+        }
+    }
+    Ok(options)
 }
 
 fn main() -> Result<()> {
     serve::serve_if_asked();
     let started = Instant::now();
-    // This bench serves our virtio-blk itself, as `guest-bench serve-virtio blk ...`.
-    let server = serve::this_executable_serving(SERVE_VIRTIO)?;
+    let options = parse_options()?;
     let caches =
         std::env::var("GUEST_BENCH_QEMU_CACHE").unwrap_or_else(|_| "writeback".to_string());
     let caches: Vec<&str> = caches.split(',').filter(|c| !c.is_empty()).collect();
@@ -277,67 +466,72 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&dir.0).with_context(|| format!("creating {}", dir.0.display()))?;
     let disk = dir.0.join("disk.img");
     create_disk(&disk)?;
-
-    settle_disk(&disk)?;
-    let server_command = format!(
-        "{server} blk --file {} --socket {{socket}}",
-        shell_quote(disk.to_str().context("non-UTF-8 disk path")?)
-    );
-    let ours = boot(&env, "guest-bench-ours", vec![server_command], Vec::new())?;
-
-    let mut qemus = Vec::new();
-    for cache in caches {
-        settle_disk(&disk)?;
-        let drive = format!(
-            "file={},if=none,id=bench,format=raw,cache={cache},aio=threads",
-            qemu_option_value(&disk)?
-        );
-        let run = boot(
-            &env,
-            &format!("guest-bench-qemu-{cache}"),
-            Vec::new(),
-            vec![
-                "-drive".to_string(),
-                drive.clone(),
-                "-device".to_string(),
-                "virtio-blk-pci,drive=bench".to_string(),
-            ],
-        )?;
-        qemus.push((run, drive));
-    }
-
-    println!(
-        "virtio-blk in a TCG guest: sequential O_DIRECT dd on /dev/vda, {} MiB raw host file",
-        DISK_SIZE >> 20
-    );
-    println!(
-        "MiB/s: median of {RUNS} runs, best in brackets; ratio of the medians; KiB per request \
-         ours/QEMU"
-    );
-    for (qemu, drive) in &qemus {
-        println!();
-        print_comparison(&ours, qemu, drive)?;
-    }
-    if !qemus
+    let disk_text = shell_quote(disk.to_str().context("non-UTF-8 disk path")?);
+    // The server's own `{socket}` is filled in by the harness.
+    let (server_name, server_command) = match &options.server {
+        Some(command) => (command.clone(), command.replace("{disk}", &disk_text)),
+        None => {
+            // This bench serves our virtio-blk itself, as `guest-bench serve-virtio blk ...`.
+            let this = serve::this_executable_serving(SERVE_VIRTIO)?;
+            (
+                "virtio-server blk over vfio-user (this executable)".to_string(),
+                format!("{this} blk --file {disk_text} --socket {{socket}}"),
+            )
+        }
+    };
+    let drives: Vec<String> = caches
         .iter()
-        .any(|(_, drive)| drive.contains("cache=writeback"))
-    {
+        .map(|cache| {
+            Ok(format!(
+                "file={},if=none,id=bench,format=raw,cache={cache},aio=threads",
+                qemu_option_value(&disk)?
+            ))
+        })
+        .collect::<Result<_>>()?;
+
+    let mut ours = Vec::new();
+    let mut qemus: Vec<Vec<GuestRun>> = drives.iter().map(|_| Vec::new()).collect();
+    for round in 1..=options.boots {
+        settle_disk(&disk)?;
+        ours.push(boot_server(
+            &env,
+            &format!("guest-bench-server-{round}"),
+            &server_command,
+        )?);
+        for ((cache, drive), runs) in caches.iter().zip(&drives).zip(&mut qemus) {
+            settle_disk(&disk)?;
+            runs.push(boot_qemu(
+                &env,
+                &format!("guest-bench-qemu-{cache}-{round}"),
+                drive,
+            )?);
+        }
+    }
+
+    println!(
+        "virtio-blk in a TCG guest: sequential O_DIRECT dd on /dev/vda, {} MiB raw host file, {} \
+         boots of each side, alternating",
+        DISK_SIZE >> 20,
+        options.boots
+    );
+    println!(
+        "MiB/s: median over boots [lowest-highest boot], a boot's figure being the median of its \
+         {RUNS} runs; ratio of the medians; KiB per request server/QEMU"
+    );
+    println!("  server: {server_name}");
+    for (runs, drive) in qemus.iter().zip(&drives) {
+        println!();
+        print_comparison(&ours, runs, drive)?;
+    }
+    if !drives.iter().any(|drive| drive.contains("cache=writeback")) {
         println!();
         println!(
-            "note: virtio-server does buffered I/O on the host file; GUEST_BENCH_QEMU_CACHE=\
+            "note: the servers do buffered I/O on the host file; GUEST_BENCH_QEMU_CACHE=\
              none,writeback adds QEMU with the same host I/O"
         );
     }
-    if let Some(counts) = server_commands(&ours) {
-        let counts: Vec<String> = counts
-            .iter()
-            .map(|(command, count)| format!("{command}:{count}"))
-            .collect();
-        println!(
-            "  server messages over the whole boot (command:count): {}",
-            counts.join(" ")
-        );
-    }
+    println!();
+    print_server_costs(&ours)?;
     println!();
     println!("total {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
