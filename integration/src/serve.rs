@@ -84,15 +84,14 @@ pub fn this_executable_serving(subcommand: &str) -> Result<String> {
 /// socket inherited as fd N; `--poll-us N` spins up to N µs on a client's socket after each
 /// message (adaptive polling, off by default).
 pub fn reference_main(args: &[String]) -> Result<()> {
-    let options = match parse_options(args, &[]) {
-        Ok(options) if options.listener.is_some() => options,
-        _ => {
-            eprintln!("{REFERENCE_USAGE}");
-            std::process::exit(2);
-        }
+    // A bad value (an --fd that is not open) is an error with its reason; no socket at all is
+    // a usage error.
+    let options = parse_options(args, &[]).context(REFERENCE_USAGE)?;
+    let Some(listener) = options.listener else {
+        eprintln!("{REFERENCE_USAGE}");
+        std::process::exit(2);
     };
     let device = ReferenceDevice::new().context("creating the reference device")?;
-    let listener = options.listener.expect("checked above");
     let mut server = Server::new(listener, device, ServerCapabilities::default())?;
     server.set_polling(options.poll);
     eprintln!("{REFERENCE_READY}");

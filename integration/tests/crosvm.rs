@@ -659,10 +659,7 @@ fn fs_shares_a_directory(user: Option<u32>) -> Checked {
         Some(uid) => {
             std::os::unix::fs::chown(&dir, Some(uid), Some(uid))?;
             std::os::unix::fs::chown(dir.join("from-host.txt"), Some(uid), Some(uid))?;
-            format!(
-                "chown {uid} \"$(dirname {{socket}})\" && exec setpriv --reuid={uid} \
-                 --regid={uid} --clear-groups "
-            )
+            as_user(uid)
         }
         None => String::new(),
     };
@@ -1333,6 +1330,15 @@ fn crosvm_console_is_confined() -> Checked {
 /// The user ID the unprivileged checks run the server as (nobody).
 const UNPRIVILEGED_UID: u32 = 65534;
 
+/// What goes before a server command to run it as `uid` (through setpriv), the socket's
+/// directory given to that user so that it can bind there.
+fn as_user(uid: u32) -> String {
+    format!(
+        "chown {uid} \"$(dirname {{socket}})\" && exec setpriv --reuid={uid} --regid={uid} \
+         --clear-groups "
+    )
+}
+
 /// Served by a user without privileges (nobody, through setpriv), rng is sandboxed all the same,
 /// in a user namespace of its own, and the guest reads from it.
 fn crosvm_rng_is_confined_unprivileged() -> Checked {
@@ -1346,9 +1352,8 @@ fn crosvm_rng_is_confined_unprivileged() -> Checked {
     confined_as(
         "crosvm-rng-unprivileged",
         format!(
-            "chown {UNPRIVILEGED_UID} \"$(dirname {{socket}})\" && exec setpriv \
-             --reuid={UNPRIVILEGED_UID} --regid={UNPRIVILEGED_UID} --clear-groups {} device \
-             vfio-user-server rng --socket {{socket}} {}",
+            "{}{} device vfio-user-server rng --socket {{socket}} {}",
+            as_user(UNPRIVILEGED_UID),
             shell_quote_path(&crosvm),
             sandboxed()?,
         ),
