@@ -8,6 +8,7 @@ pub mod checks;
 pub mod config_space;
 pub mod guest;
 pub mod inherited;
+pub mod procfs;
 pub mod raw_client;
 pub mod reference;
 pub mod relay_log;

@@ -44,6 +44,7 @@ use integration::guest::GuestEnv;
 use integration::guest::GuestRun;
 use integration::guest::Responder;
 use integration::guest::Servers;
+use integration::procfs::descendants;
 use integration::relay_log::relay_connections;
 use integration::relay_log::RelayConnection;
 use integration::sandbox::empty_root;
@@ -993,17 +994,6 @@ fn frame_on_screen(
         })
         .map(|()| frame)
         .map_err(|diff| format!("frame {frame} never on screen: {diff}"))
-}
-
-/// The processes below `pid`, children first.
-fn descendants(pid: u32) -> Vec<u32> {
-    let children =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    children
-        .split_whitespace()
-        .filter_map(|c| c.parse().ok())
-        .flat_map(|child| std::iter::once(child).chain(descendants(child)))
-        .collect()
 }
 
 /// The lines of /proc/`pid`/status for `keys`, as "Key:\tvalue".

@@ -59,6 +59,7 @@ use integration::guest::GuestEnv;
 use integration::guest::GuestRun;
 use integration::guest::Responder;
 use integration::guest::Servers;
+use integration::procfs::tree_cpu_ns;
 use integration::serve;
 use integration::serve::SERVE_VIRTIO;
 use integration::stats::Spread;
@@ -252,29 +253,6 @@ fn boot_qemu(env: &GuestEnv, name: &str, drive: &str) -> Result<GuestRun> {
     run.check()?;
     report_done(name, started, &run);
     Ok(run)
-}
-
-/// CPU time (ns) of `pid` and every process below it, all threads (/proc/PID/task/*/schedstat);
-/// 0 for processes gone meanwhile.
-fn tree_cpu_ns(pid: u32) -> u64 {
-    let mut total = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            let path = task.path();
-            if let Ok(text) = std::fs::read_to_string(path.join("schedstat")) {
-                total += text
-                    .split_whitespace()
-                    .next()
-                    .and_then(|ns| ns.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-            let children = std::fs::read_to_string(path.join("children")).unwrap_or_default();
-            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-                total += tree_cpu_ns(child);
-            }
-        }
-    }
-    total
 }
 
 fn queue_line(run: &GuestRun) -> String {

@@ -59,6 +59,7 @@ use std::time::Instant;
 use anyhow::bail;
 use anyhow::Context;
 use anyhow::Result;
+use integration::procfs::sched_of;
 use integration::raw_client::QEMU_CAPABILITIES;
 use integration::reference::regs;
 use integration::reference::BAR0_SIZE;
@@ -787,26 +788,6 @@ fn ratio_line(what: &str, ours: &Stats, peer: &Stats, target: f64) -> String {
          ops/s {:5.2}x",
         ours.ops_per_sec / peer.ops_per_sec
     )
-}
-
-/// CPU time (ns) and number of times scheduled in, summed over the threads of `pid`
-/// (/proc/PID/task/*/schedstat).
-fn sched_of(pid: u32) -> Result<(u64, u64)> {
-    let mut cpu_ns = 0;
-    let mut runs = 0;
-    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        // A thread that exited meanwhile has nothing more to count.
-        let Ok(text) = std::fs::read_to_string(entry?.path().join("schedstat")) else {
-            continue;
-        };
-        let fields: Vec<u64> = text
-            .split_whitespace()
-            .map(|field| field.parse().unwrap_or(0))
-            .collect();
-        cpu_ns += fields.first().copied().unwrap_or(0);
-        runs += fields.get(2).copied().unwrap_or(0);
-    }
-    Ok((cpu_ns, runs))
 }
 
 fn register_round_trips(peers: &mut [Peer; 3], ops: usize) -> Result<()> {

@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use anyhow::Result;
+use integration::procfs::sched_of;
 use integration::serve::REFERENCE_READY;
 use integration::serve::SERVE_REFERENCE;
 use integration::stats::Spread;
 
 use crate::round_trips;
-use crate::sched_of;
 use crate::start_peer;
 use crate::Op;
 use crate::Peer;
