@@ -205,14 +205,17 @@ impl Rewriter {
         let mut pools_rewritten = 0;
         for &(at, header) in &messages {
             let message = &mut data[at..at + header.size];
-            let fd_index = match self.objects.get(&header.object) {
+            let fd_index = match followed(&self.objects, header.object) {
                 Some(Object::Shm) if header.opcode == SHM_CREATE_POOL => {
                     next_pool += 1;
                     attributable.then_some(next_pool - 1)
                 }
                 _ => None,
             };
-            match self.follow(message, header, fd_index.map(|i| &mut fds[i]), region) {
+            // `get_mut`: were the count ever to differ from this pass, a pool gets no fd, and
+            // nothing is rewritten, rather than the chunk's end being read.
+            let fd = fd_index.and_then(|i| fds.get_mut(i));
+            match self.follow(message, header, fd, region) {
                 Ok(true) => pools_rewritten += 1,
                 Ok(false) => {}
                 Err(error) => {
@@ -292,7 +295,7 @@ impl Rewriter {
         let mut pools = 0;
         for &(at, header) in messages {
             let message = &data[at..at + header.size];
-            if matches!(objects.get(&header.object), Some(Object::Shm))
+            if matches!(followed(&objects, header.object), Some(Object::Shm))
                 && header.opcode == SHM_CREATE_POOL
             {
                 pools += 1;
@@ -311,7 +314,7 @@ impl Rewriter {
         fd: Option<&mut OwnedFd>,
         region: &dyn SharedRegion,
     ) -> Result<bool, WireError> {
-        let object = self.objects.get(&header.object).copied();
+        let object = followed(&self.objects, header.object);
         match (object, header.opcode) {
             (Some(Object::Shm), SHM_CREATE_POOL) => {
                 let mut args = Args::new(message, header);
@@ -439,14 +442,10 @@ fn track(
     message: &[u8],
     header: Header,
 ) -> Result<(), WireError> {
-    let object = if header.object == WL_DISPLAY {
-        None
-    } else {
-        match objects.get(&header.object) {
-            Some(object) => Some(*object),
-            None => return Ok(()),
-        }
-    };
+    let object = followed(objects, header.object);
+    if object.is_none() && header.object != WL_DISPLAY {
+        return Ok(());
+    }
     let mut args = Args::new(message, header);
     match (header.object, object, header.opcode) {
         (WL_DISPLAY, _, DISPLAY_GET_REGISTRY) => {
@@ -483,6 +482,15 @@ fn track(
         _ => {}
     }
     Ok(())
+}
+
+/// What the object `id` is followed as. The display's id is always the display's, whatever a
+/// client created with it: the count of pools and the rewrite must read every message alike.
+fn followed(objects: &HashMap<u32, Object>, id: u32) -> Option<Object> {
+    if id == WL_DISPLAY {
+        return None;
+    }
+    objects.get(&id).copied()
 }
 
 /// The pool's shift if `fd` is a placed blob the pool fits in, after replacing `fd` with the

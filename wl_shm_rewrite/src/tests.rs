@@ -565,3 +565,31 @@ fn any_stream_comes_out_whole_with_every_fd() {
         let _ = rewriter.lent();
     }
 }
+
+/// An object created with id 1, the display's, is never followed as that object: a message to
+/// id 1 is the display's, whatever a client claimed, so that counting pools and rewriting them
+/// read the stream alike. (A surface at id 1 made an attach, read as get_registry, hide wl_shm
+/// from the count and not from the rewrite, which then took an fd the chunk did not have.)
+#[test]
+fn an_object_at_the_displays_id_is_the_display() {
+    let region = FakeRegion::new(0x100000);
+    let mut client = Client::with_shm();
+    client
+        .push(request(10, COMPOSITOR_CREATE_SURFACE, &[WL_DISPLAY]))
+        .push(request(WL_DISPLAY, SURFACE_ATTACH, &[3, 0, 0]))
+        .push(create_pool(4, 0x1000));
+    let sent = client.bytes.clone();
+    let out = Rewriter::new().process(&client.bytes, Vec::new(), &region);
+    assert_eq!(out.bytes, sent);
+    assert!(out.fds.is_empty());
+    assert_eq!(out.pools_rewritten, 0);
+
+    // With an fd: the message to id 1 made the registry id 3 (as the compositor reads it), so
+    // no wl_shm is left to create the pool, and the fd passes unchanged.
+    let mut region = FakeRegion::new(0x100000);
+    let blob = region.place(0x10000, 0x1000);
+    let out = Rewriter::new().process(&sent, vec![fd_of(&blob)], &region);
+    assert_eq!(out.bytes, sent);
+    assert_eq!(out.pools_rewritten, 0);
+    assert_eq!(identity(out.fds[0].as_fd()), identity(blob.as_fd()));
+}
