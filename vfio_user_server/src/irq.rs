@@ -10,6 +10,8 @@
 
 use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
@@ -56,9 +58,25 @@ pub fn irq_info_flags(index: u32) -> u32 {
     }
 }
 
+/// Names one assignment of an eventfd to a vector: whenever the client gives a vector an
+/// eventfd (another one, or the same one again), the vector's id changes. A device that signals
+/// the client's eventfds itself, not through [`Interrupts::trigger`], compares ids to learn
+/// when the duplicate it holds is stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventfdId(u64);
+
+impl EventfdId {
+    fn next() -> EventfdId {
+        // Unique in the process, so that ids of different connections never match either.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        EventfdId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
 #[derive(Debug, Default)]
 struct Vector {
     trigger: Option<OwnedFd>,
+    trigger_id: Option<EventfdId>,
     /// Signalled when the client masks or unmasks this vector with DATA_EVENTFD actions.
     mask_event: Option<OwnedFd>,
     unmask_event: Option<OwnedFd>,
@@ -187,14 +205,23 @@ impl Interrupts {
             .is_some_and(|v| v.trigger.is_some())
     }
 
-    /// A duplicate of the client's eventfd for a vector, for a device that signals it directly.
-    pub fn eventfd(&self, index: u32, vector: u32) -> Option<OwnedFd> {
+    /// A duplicate of the client's eventfd for a vector, for a device that signals it directly,
+    /// with the id of its assignment. Such a device bypasses this table's masking and pending
+    /// bits, so it must mask and keep pending bits itself, as [`Interrupts::is_masked`] says.
+    pub fn eventfd(&self, index: u32, vector: u32) -> Option<(EventfdId, OwnedFd)> {
+        let table = self.lock();
+        let v = table.vectors.get(index as usize)?.get(vector as usize)?;
+        let fd = v.trigger.as_ref()?.try_clone().ok()?;
+        Some((v.trigger_id?, fd))
+    }
+
+    /// The id of the eventfd a vector has now, if any: see [`EventfdId`].
+    pub fn eventfd_id(&self, index: u32, vector: u32) -> Option<EventfdId> {
         self.lock()
             .vectors
             .get(index as usize)
             .and_then(|vectors| vectors.get(vector as usize))
-            .and_then(|v| v.trigger.as_ref())
-            .and_then(|fd| fd.try_clone().ok())
+            .and_then(|v| v.trigger_id)
     }
 
     /// Closes every eventfd the client gave and forgets all state (client disconnect).
@@ -281,6 +308,7 @@ impl Interrupts {
                 let fd = fds.next();
                 match action {
                     IRQ_SET_ACTION_TRIGGER => {
+                        v.trigger_id = fd.as_ref().map(|_| EventfdId::next());
                         v.trigger = fd;
                         // An interrupt that was waiting for an eventfd is delivered now.
                         if v.pending && !v.masked && v.signal() {
@@ -439,6 +467,55 @@ mod tests {
         ))
         .unwrap();
         assert!(!irqs.is_enabled(PCI_MSIX_IRQ_INDEX, 2));
+    }
+
+    #[test]
+    fn each_eventfd_assignment_has_its_own_id() {
+        let irqs = Interrupts::new(counts());
+        let assign = |start: u32, fds: Vec<OwnedFd>| {
+            let count = fds.len().max(1) as u32;
+            irqs.set_irqs(request(
+                PCI_MSIX_IRQ_INDEX,
+                IRQ_SET_DATA_EVENTFD | IRQ_SET_ACTION_TRIGGER,
+                start,
+                count,
+                fds,
+            ))
+            .unwrap();
+        };
+        assert_eq!(irqs.eventfd_id(PCI_MSIX_IRQ_INDEX, 0), None);
+        let a = sys::eventfd(true).unwrap();
+        assign(0, vec![a.try_clone().unwrap(), a.try_clone().unwrap()]);
+        let first = irqs.eventfd_id(PCI_MSIX_IRQ_INDEX, 0).unwrap();
+        assert_ne!(Some(first), irqs.eventfd_id(PCI_MSIX_IRQ_INDEX, 1));
+
+        // The duplicate handed out is the client's eventfd, and names the same assignment.
+        let (id, dup) = irqs.eventfd(PCI_MSIX_IRQ_INDEX, 0).unwrap();
+        assert_eq!(id, first);
+        sys::eventfd_signal(dup.as_fd()).unwrap();
+        assert_eq!(read(&a), 1);
+
+        // The same eventfd given again is a new assignment; masking is not.
+        assign(0, vec![a.try_clone().unwrap()]);
+        let second = irqs.eventfd_id(PCI_MSIX_IRQ_INDEX, 0).unwrap();
+        assert_ne!(first, second);
+        irqs.set_irqs(request(
+            PCI_MSIX_IRQ_INDEX,
+            IRQ_SET_DATA_NONE | IRQ_SET_ACTION_MASK,
+            0,
+            1,
+            vec![],
+        ))
+        .unwrap();
+        assert_eq!(irqs.eventfd_id(PCI_MSIX_IRQ_INDEX, 0), Some(second));
+
+        // A de-assign leaves no id; the interrupt kinds' tables are separate.
+        assign(0, vec![]);
+        assert_eq!(irqs.eventfd_id(PCI_MSIX_IRQ_INDEX, 0), None);
+        assert!(irqs.eventfd(PCI_MSIX_IRQ_INDEX, 0).is_none());
+        assert_eq!(irqs.eventfd_id(PCI_MSI_IRQ_INDEX, 0), None);
+        irqs.clear();
+        assert_eq!(irqs.eventfd_id(PCI_MSIX_IRQ_INDEX, 1), None);
     }
 
     #[test]

@@ -23,10 +23,13 @@
 //!
 //! MSI-X: the client emulates the table and the Message Control word and sends only eventfds
 //! (SET_IRQS). crosvm's own MSI-X state is derived from those alone: enabled while any vector has
-//! an eventfd, with those vectors unmasked in its table (placeholder address and data), so that
-//! `MsixConfig` creates an irqfd per vector, which the VM services relay. The client's writes to
-//! Message Control are kept here and read back, never passed on: with the guest's function mask
-//! passed on, crosvm would not create irqfds for vectors unmasked meanwhile.
+//! an eventfd, with those vectors unmasked in its table (placeholder address and data) unless the
+//! client masked them with SET_IRQS, so that `MsixConfig` allocates each vector, and the VM
+//! services answer with the client's eventfd, which the device then signals itself. When the
+//! client gives a vector another eventfd, the vector's message is changed so that crosvm routes
+//! it again and takes the new one. The client's writes to Message Control are kept here and read
+//! back, never passed on: with the guest's function mask passed on, crosvm would not allocate
+//! vectors unmasked meanwhile.
 
 use std::io;
 use std::sync::Arc;
@@ -53,6 +56,8 @@ use super::build_instance;
 use super::config::shared_memory_bar;
 use super::config::write_config;
 use super::config::MsixLayout;
+use super::config::VectorPlan;
+use super::Delivery;
 use super::HostVisibleBar;
 use super::Instance;
 use super::PciDeviceFactory;
@@ -189,15 +194,28 @@ impl PciDeviceAdapter {
         Ok(())
     }
 
-    /// Programs crosvm's MSI-X state to match the client's eventfds.
+    /// Programs crosvm's MSI-X state to match the client's eventfds and masks.
     fn sync_msix(&mut self) -> io::Result<()> {
         let Some(msix) = self.msix else {
             return Ok(());
         };
-        let wanted: Vec<bool> = (0..msix.vectors)
-            .map(|v| self.interrupts.is_enabled(PCI_MSIX_IRQ_INDEX, v))
+        let interrupts = self.interrupts.clone();
+        let instance = self.instance()?;
+        let plans: Vec<VectorPlan> = (0..msix.vectors)
+            .map(|v| {
+                let id = interrupts.eventfd_id(PCI_MSIX_IRQ_INDEX, v);
+                VectorPlan {
+                    assigned: id.is_some(),
+                    masked: interrupts.is_masked(PCI_MSIX_IRQ_INDEX, v),
+                    reroute: match (id, instance.services.delivery(v)) {
+                        (Some(id), Some(Delivery::Direct(signalled))) => id != signalled,
+                        (Some(_), Some(Delivery::Relayed)) => true,
+                        _ => false,
+                    },
+                }
+            })
             .collect();
-        msix.program(self.instance()?.device.as_mut(), &wanted);
+        msix.program(instance.device.as_mut(), &plans);
         Ok(())
     }
 }

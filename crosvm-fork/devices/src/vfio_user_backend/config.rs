@@ -22,6 +22,8 @@ const VECTOR_CTL_MASKED: u32 = 1;
 /// A placeholder message address: the client routes the vector; crosvm adds no route (and asks
 /// for none) for address 0, so any other value keeps it on its usual path.
 const PLACEHOLDER_ADDRESS: u32 = 0xfee0_0000;
+/// Flipped in a vector's placeholder message data to make crosvm route the vector again.
+const ROUTE_TOGGLE: u32 = 1 << 16;
 
 /// Writes config space in naturally aligned pieces of 4, 2 or 1 bytes, the accesses crosvm's
 /// `PciConfiguration` accepts. Splitting is used rather than read-modify-write of whole dwords,
@@ -129,31 +131,45 @@ impl MsixLayout {
         (register & !bits) | ((u32::from(written) << 16) & bits)
     }
 
-    /// Makes crosvm's MSI-X enabled while any vector is `wanted`, with exactly those vectors
-    /// unmasked. Unmasking a vector makes `MsixConfig` allocate its irqfd (once); masking one
-    /// makes it keep interrupts pending instead, delivered when the vector is unmasked again.
-    pub fn program(&self, device: &mut dyn PciDevice, wanted: &[bool]) {
+    /// Makes crosvm's MSI-X table match the client's vectors: enabled while any vector has an
+    /// eventfd, with exactly the vectors that have one and are not masked unmasked. Unmasking a
+    /// vector the first time makes `MsixConfig` allocate it (the VM services answer with the
+    /// client's eventfd); masking one makes it keep interrupts pending instead, delivered when
+    /// the vector is unmasked again.
+    pub fn program(&self, device: &mut dyn PciDevice, vectors: &[VectorPlan]) {
         let control = (device.read_config_register(self.control_reg()) >> 16) as u16;
         let enabled = control & CONTROL_ENABLE != 0;
-        let any = wanted.iter().any(|&w| w);
+        let any = vectors.iter().any(|v| v.assigned);
         if any && !enabled {
             let control = (control | CONTROL_ENABLE) & !CONTROL_FUNCTION_MASK;
             device.write_config_register(self.control_reg(), 2, &control.to_le_bytes());
         }
-        for (vector, &want) in wanted.iter().enumerate() {
+        for (vector, plan) in vectors.iter().enumerate() {
             let entry = self.table_offset + ENTRY_SIZE * vector as u64;
-            let mut vector_ctl = [0u8; 4];
-            device.read_bar(self.table_bar, entry + 12, &mut vector_ctl);
-            let masked = u32::from_le_bytes(vector_ctl) & VECTOR_CTL_MASKED != 0;
+            let read = |device: &mut dyn PciDevice, offset: u64| {
+                let mut value = [0u8; 4];
+                device.read_bar(self.table_bar, entry + offset, &mut value);
+                u32::from_le_bytes(value)
+            };
             let write = |device: &mut dyn PciDevice, offset: u64, value: u32| {
                 device.write_bar(self.table_bar, entry + offset, &value.to_le_bytes())
             };
-            if want && masked {
-                write(device, 0, PLACEHOLDER_ADDRESS);
-                write(device, 4, 0);
-                write(device, 8, vector as u32);
+            if plan.reroute {
+                // A new message makes `MsixConfig` route the vector again, and the answer swaps
+                // its eventfd; it holds its lock meanwhile, so no interrupt slips between.
+                let data = read(device, 8);
+                write(device, 8, data ^ ROUTE_TOGGLE);
+            }
+            let masked = read(device, 12) & VECTOR_CTL_MASKED != 0;
+            let unmask = plan.assigned && !plan.masked;
+            if unmask && masked {
+                if read(device, 0) != PLACEHOLDER_ADDRESS {
+                    write(device, 0, PLACEHOLDER_ADDRESS);
+                    write(device, 4, 0);
+                    write(device, 8, vector as u32);
+                }
                 write(device, 12, 0);
-            } else if !want && !masked {
+            } else if !unmask && !masked {
                 write(device, 12, VECTOR_CTL_MASKED);
             }
         }
@@ -162,6 +178,17 @@ impl MsixLayout {
             device.write_config_register(self.control_reg(), 2, &control.to_le_bytes());
         }
     }
+}
+
+/// What crosvm's MSI-X table entry for one vector should be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VectorPlan {
+    /// The client gave the vector an eventfd.
+    pub assigned: bool,
+    /// The client masked the vector (SET_IRQS MASK).
+    pub masked: bool,
+    /// The client gave the vector another eventfd than the one the device signals.
+    pub reroute: bool,
 }
 
 #[cfg(test)]

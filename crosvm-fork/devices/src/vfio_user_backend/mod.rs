@@ -59,6 +59,7 @@ use vm_control::AnyControlTube;
 use vm_memory::GuestAddress;
 use vm_memory::GuestMemory;
 use vm_memory::MemoryRegion;
+pub use vm_services::Delivery;
 pub use vm_services::HostVisibleBar;
 pub use vm_services::IoEvents;
 pub use vm_services::VmEndpoints;

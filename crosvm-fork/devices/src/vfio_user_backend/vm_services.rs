@@ -6,18 +6,24 @@
 //!
 //! A device sends requests over tubes and waits for the answers inside `write_bar` and
 //! `write_config_register`, which run on the vfio-user message loop, so they are answered here:
-//! - MSI (`VmIrqRequest`): each vector's irqfd, created by crosvm's `MsixConfig`, is kept and
-//!   relayed to the client's MSI-X eventfd for that vector (`queue_id` is the vector index).
+//! - MSI (`VmIrqRequest`): `MsixConfig` is answered with the client's MSI-X eventfd for the vector
+//!   (`queue_id` is the vector index), which the device then signals itself: no thread between the
+//!   device and the client. A route change (`AddMsiRoute`) brings the vector's current eventfd if
+//!   the client gave it another one since (see [`Delivery`]). A vector allocated before the client
+//!   gave it an eventfd keeps crosvm's own irqfd, relayed here to the client's eventfd until its
+//!   route changes.
 //! - ioevents (`VmMemoryRequest::IoEventRaw`): the events are kept; without them, crosvm's
 //!   `write_bar` to the notify area signals the queue itself, so REGION_WRITE needs nothing more.
 //! - shared memory (`VmMemoryRequest::RegisterMemory`/`UnregisterMemory` into the host-visible
 //!   BAR): the file is placed in the BAR's [`ShadowMemory`], which the client maps, before the
 //!   request is answered; its region id is its offset in the BAR.
 //! - the VM control tube (`VmRequest`): only the PM wakeup GPE, answered `Ok`.
-//! - the INTx trigger, relayed to the client as an edge that the client's unmask resamples.
+//! - the INTx trigger, relayed to the client as an edge that the client's unmask resamples: crosvm
+//!   takes INTx's events once, at `assign_irq`, before the client gives its eventfd.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::anyhow;
 use anyhow::bail;
@@ -27,7 +33,9 @@ use base::warn;
 use base::AsRawDescriptor;
 use base::Event;
 use base::EventToken;
+use base::EventWaitResult;
 use base::Protection;
+use base::SafeDescriptor;
 use base::Tube;
 use base::TubeError;
 use base::WaitContext;
@@ -35,6 +43,7 @@ use base::WorkerThread;
 use resources::Alloc;
 use sync::Mutex;
 use vfio_user_server::protocol::PCI_MSIX_IRQ_INDEX;
+use vfio_user_server::EventfdId;
 use vfio_user_server::Interrupts;
 use vfio_user_server::ShadowMemory;
 use vm_control::api::VmMemoryClient;
@@ -73,11 +82,32 @@ pub struct HostVisibleBar {
 /// Queue notification events the device registered, by guest address.
 pub type IoEvents = Arc<Mutex<BTreeMap<u64, Event>>>;
 
+/// How the interrupts of an MSI-X vector that `MsixConfig` allocated reach the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The device signals the client's eventfd of this assignment itself.
+    Direct(EventfdId),
+    /// The device signals its own irqfd, which the VM services thread relays: the client had
+    /// given the vector no eventfd when it was allocated.
+    Relayed,
+}
+
+/// By MSI-X vector.
+type Deliveries = Arc<Mutex<BTreeMap<u32, Delivery>>>;
+
 /// The thread answering one device instance's requests; stopped on drop.
 pub struct VmServices {
     _worker: WorkerThread<()>,
     intx_resample: Event,
     io_events: IoEvents,
+    deliveries: Deliveries,
+}
+
+/// An MSI that `MsixConfig` allocated.
+struct Msi {
+    vector: u32,
+    /// crosvm's own irqfd, while relayed.
+    relayed: Option<Event>,
 }
 
 struct Responder {
@@ -87,8 +117,9 @@ struct Responder {
     vm_control: Tube,
     intx_trigger: Event,
     interrupts: Interrupts,
-    /// By gsi: the MSI-X vector and crosvm's irqfd for it.
-    irqfds: BTreeMap<u32, (u32, Event)>,
+    /// By gsi.
+    msis: BTreeMap<u32, Msi>,
+    deliveries: Deliveries,
     next_gsi: u32,
     io_events: IoEvents,
     host_visible: Option<HostVisibleBar>,
@@ -118,6 +149,7 @@ impl VmServices {
         let (vm_control_tube, vm_control) = Tube::pair().context("vm control tube")?;
         let intx = IrqLevelEvent::new().context("INTx event")?;
         let io_events = IoEvents::default();
+        let deliveries = Deliveries::default();
         let responder = Responder {
             msi,
             ioevent,
@@ -125,7 +157,8 @@ impl VmServices {
             vm_control,
             intx_trigger: intx.get_trigger().try_clone()?,
             interrupts,
-            irqfds: BTreeMap::new(),
+            msis: BTreeMap::new(),
+            deliveries: deliveries.clone(),
             // Any unique numbers do; 0-23 look like legacy IRQs in logs.
             next_gsi: 24,
             io_events: io_events.clone(),
@@ -141,6 +174,7 @@ impl VmServices {
             _worker: worker,
             intx_resample,
             io_events,
+            deliveries,
         };
         let endpoints = VmEndpoints {
             msi_tube,
@@ -162,6 +196,11 @@ impl VmServices {
     /// The queue notification events the device registered, by guest address.
     pub fn io_events(&self) -> &IoEvents {
         &self.io_events
+    }
+
+    /// How an MSI-X vector's interrupts reach the client, if `MsixConfig` allocated it.
+    pub fn delivery(&self, vector: u32) -> Option<Delivery> {
+        self.deliveries.lock().get(&vector).copied()
     }
 }
 
@@ -212,7 +251,11 @@ impl Responder {
     }
 
     fn relay_msi(&mut self, gsi: u32) -> anyhow::Result<()> {
-        let Some((vector, irqfd)) = self.irqfds.get(&gsi) else {
+        let Some(Msi {
+            vector,
+            relayed: Some(irqfd),
+        }) = self.msis.get(&gsi)
+        else {
             return Ok(());
         };
         irqfd.wait().context("irqfd")?;
@@ -228,23 +271,32 @@ impl Responder {
             } => {
                 let gsi = self.next_gsi;
                 self.next_gsi += 1;
-                self.add_irqfd(wait_ctx, gsi, queue_id, irqfd)?;
-                VmIrqResponse::AllocateOneMsi { gsi }
+                match self.allocate(wait_ctx, gsi, queue_id, irqfd)? {
+                    Some(irqfd) => VmIrqResponse::Irqfd { gsi, irqfd },
+                    None => VmIrqResponse::AllocateOneMsi { gsi },
+                }
             }
             VmIrqRequest::AllocateOneMsiAtGsi {
                 irqfd,
                 gsi,
                 queue_id,
                 ..
-            } => {
-                self.add_irqfd(wait_ctx, gsi, queue_id, irqfd)?;
-                VmIrqResponse::Ok
-            }
-            // The client routes the vector; the address and data crosvm holds are placeholders.
-            VmIrqRequest::AddMsiRoute { .. } => VmIrqResponse::Ok,
+            } => match self.allocate(wait_ctx, gsi, queue_id, irqfd)? {
+                Some(irqfd) => VmIrqResponse::Irqfd { gsi, irqfd },
+                None => VmIrqResponse::Ok,
+            },
+            // The client routes the vector and the address and data crosvm holds are
+            // placeholders, so a route change only asks whether the eventfd changed.
+            VmIrqRequest::AddMsiRoute { gsi, .. } => match self.reroute(wait_ctx, gsi)? {
+                Some(irqfd) => VmIrqResponse::Irqfd { gsi, irqfd },
+                None => VmIrqResponse::Ok,
+            },
             VmIrqRequest::ReleaseOneIrq { gsi, .. } => {
-                if let Some((_, irqfd)) = self.irqfds.remove(&gsi) {
-                    wait_ctx.delete(&irqfd).context("wait context delete")?;
+                if let Some(msi) = self.msis.remove(&gsi) {
+                    if let Some(irqfd) = &msi.relayed {
+                        wait_ctx.delete(irqfd).context("wait context delete")?;
+                    }
+                    self.deliveries.lock().remove(&msi.vector);
                 }
                 VmIrqResponse::Ok
             }
@@ -253,21 +305,70 @@ impl Responder {
         Ok(())
     }
 
-    fn add_irqfd(
+    /// Takes an MSI that `MsixConfig` allocated: returns the client's eventfd for the device to
+    /// signal, or relays the device's `irqfd` if the client gave the vector none yet.
+    fn allocate(
         &mut self,
         wait_ctx: &WaitContext<Token>,
         gsi: u32,
         vector: usize,
         irqfd: Event,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<Event>> {
         let vector = u32::try_from(vector).context("MSI-X vector")?;
-        wait_ctx
-            .add(&irqfd, Token::Irqfd(gsi))
-            .context("wait context add")?;
-        if let Some((_, old)) = self.irqfds.insert(gsi, (vector, irqfd)) {
-            let _ = wait_ctx.delete(&old);
+        if let Some(old) = self.msis.remove(&gsi) {
+            if let Some(old_irqfd) = &old.relayed {
+                let _ = wait_ctx.delete(old_irqfd);
+            }
         }
-        Ok(())
+        let mut msi = Msi {
+            vector,
+            relayed: None,
+        };
+        let direct = self.client_eventfd(vector);
+        if direct.is_none() {
+            wait_ctx
+                .add(&irqfd, Token::Irqfd(gsi))
+                .context("wait context add")?;
+            msi.relayed = Some(irqfd);
+            self.deliveries.lock().insert(vector, Delivery::Relayed);
+        }
+        self.msis.insert(gsi, msi);
+        Ok(direct)
+    }
+
+    /// The vector's current eventfd, if the device does not signal it already.
+    fn reroute(
+        &mut self,
+        wait_ctx: &WaitContext<Token>,
+        gsi: u32,
+    ) -> anyhow::Result<Option<Event>> {
+        let Some(vector) = self.msis.get(&gsi).map(|msi| msi.vector) else {
+            return Ok(None);
+        };
+        let current = self.interrupts.eventfd_id(PCI_MSIX_IRQ_INDEX, vector);
+        let delivery = self.deliveries.lock().get(&vector).copied();
+        if current.is_none() || current.map(Delivery::Direct) == delivery {
+            return Ok(None);
+        }
+        let Some(eventfd) = self.client_eventfd(vector) else {
+            return Ok(None);
+        };
+        let relayed = self.msis.get_mut(&gsi).and_then(|msi| msi.relayed.take());
+        if let Some(irqfd) = relayed {
+            wait_ctx.delete(&irqfd).context("wait context delete")?;
+            // An interrupt not relayed yet is passed on, not lost with the irqfd.
+            if irqfd.wait_timeout(Duration::ZERO).context("irqfd")? == EventWaitResult::Signaled {
+                self.interrupts.trigger(PCI_MSIX_IRQ_INDEX, vector);
+            }
+        }
+        Ok(Some(eventfd))
+    }
+
+    /// A duplicate of the client's eventfd for `vector`, recorded as the one the device signals.
+    fn client_eventfd(&mut self, vector: u32) -> Option<Event> {
+        let (id, fd) = self.interrupts.eventfd(PCI_MSIX_IRQ_INDEX, vector)?;
+        self.deliveries.lock().insert(vector, Delivery::Direct(id));
+        Some(Event::from(SafeDescriptor::from(fd)))
     }
 
     fn ioevent_request(&mut self) -> anyhow::Result<()> {
