@@ -898,6 +898,9 @@ fn cross_domain_frames_reach<C: Compositor + Send + Sync + 'static>(
         timeout: Duration::from_secs(300),
         files: vec![("/bin/wayland-pattern".to_string(), program)],
         responder: Some(responder),
+        // Trapped, the pixels reach the server as BAR writes, which QEMU would otherwise post
+        // and let the guest's commit (in its RAM) overtake.
+        synchronous_bar_writes: mode == FrameMode::Trapped,
         ..Boot::default()
     };
     let mut servers = Servers::start(&env, &boot)?;

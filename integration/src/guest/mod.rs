@@ -79,6 +79,12 @@ pub struct Boot {
     pub kill_on: Option<String>,
     /// More QEMU arguments, e.g. a built-in device to compare with.
     pub extra_qemu_args: Vec<String>,
+    /// Sets QEMU's `x-no-posted-writes` on the vfio-user devices: every BAR write waits for the
+    /// server's reply. When no region of a device is mappable, QEMU posts its BAR writes and lets
+    /// the vCPU run on while they queue, so a device that reads the guest's RAM (a virtqueue)
+    /// can act on a request before the BAR writes the guest made before it have arrived. A BAR
+    /// that carries data the device reads, as a trapped shared memory BAR does, needs this.
+    pub synchronous_bar_writes: bool,
     /// More files in the initramfs, executable: `(path in the guest, file on the host)`, e.g. a
     /// program from [`programs::build`].
     pub files: Vec<(String, PathBuf)>,
@@ -115,6 +121,7 @@ impl Default for Boot {
             allow_reboot: false,
             kill_on: None,
             extra_qemu_args: Vec::new(),
+            synchronous_bar_writes: false,
             files: Vec::new(),
             responder: None,
         }
@@ -246,6 +253,7 @@ impl Servers {
             append: &boot.kernel_append,
             memory_mb: boot.memory_mb,
             allow_reboot: boot.allow_reboot,
+            synchronous_bar_writes: boot.synchronous_bar_writes,
             extra_args: &boot.extra_qemu_args,
         };
         let (console, qemu_status, killed_on_marker) = run_qemu(env, boot, &config, &log_dir)?;

@@ -36,6 +36,8 @@ pub struct QemuConfig<'a> {
     pub append: &'a str,
     pub memory_mb: u32,
     pub allow_reboot: bool,
+    /// See [`super::Boot::synchronous_bar_writes`].
+    pub synchronous_bar_writes: bool,
     pub extra_args: &'a [String],
 }
 
@@ -74,14 +76,17 @@ pub fn command(env: &GuestEnv, config: &QemuConfig) -> Result<Command> {
     command.args(["-append", append.trim_end()]);
     for (i, socket) in config.sockets.iter().enumerate() {
         // Only the JSON form of -device accepts the nested socket address.
-        command.args(["-device", &device_json(i, socket)?]);
+        command.args([
+            "-device",
+            &device_json(i, socket, config.synchronous_bar_writes)?,
+        ]);
     }
     command.args(config.extra_args);
     command.stdin(Stdio::null());
     Ok(command)
 }
 
-fn device_json(index: usize, socket: &Path) -> Result<String> {
+fn device_json(index: usize, socket: &Path, synchronous_bar_writes: bool) -> Result<String> {
     let Some(path) = socket.to_str() else {
         bail!("non-UTF-8 socket path {}", socket.display());
     };
@@ -89,8 +94,13 @@ fn device_json(index: usize, socket: &Path) -> Result<String> {
         bail!("control character in socket path {path:?}");
     }
     let path = path.replace('\\', r"\\").replace('"', "\\\"");
+    let posting = if synchronous_bar_writes {
+        r#","x-no-posted-writes":true"#
+    } else {
+        ""
+    };
     Ok(format!(
-        r#"{{"driver":"vfio-user-pci","id":"vfio-user{index}","socket":{{"type":"unix","path":"{path}"}}}}"#
+        r#"{{"driver":"vfio-user-pci","id":"vfio-user{index}","socket":{{"type":"unix","path":"{path}"}}{posting}}}"#
     ))
 }
 
@@ -146,9 +156,13 @@ mod tests {
     #[test]
     fn device_json_escapes_the_path() {
         assert_eq!(
-            device_json(1, Path::new("/tmp/a\"b.sock")).unwrap(),
+            device_json(1, Path::new("/tmp/a\"b.sock"), false).unwrap(),
             r#"{"driver":"vfio-user-pci","id":"vfio-user1","socket":{"type":"unix","path":"/tmp/a\"b.sock"}}"#
         );
-        assert!(device_json(0, Path::new("/tmp/a\nb")).is_err());
+        assert!(device_json(0, Path::new("/tmp/a\nb"), false).is_err());
+        assert_eq!(
+            device_json(0, Path::new("/s"), true).unwrap(),
+            r#"{"driver":"vfio-user-pci","id":"vfio-user0","socket":{"type":"unix","path":"/s"},"x-no-posted-writes":true}"#
+        );
     }
 }
