@@ -154,18 +154,27 @@ fn crosvm_rng_reaches_the_guest() -> Checked {
 }
 
 fn crosvm_block_keeps_what_the_guest_writes() -> Checked {
+    block_keeps_what_the_guest_writes("crosvm-blk", &sandboxed()?)
+}
+
+/// The same served unconfined: the image and the socket reach the device as they do in the
+/// sandbox, as descriptors crosvm takes as inherited ones.
+fn crosvm_block_serves_unconfined() -> Checked {
+    block_keeps_what_the_guest_writes("crosvm-blk-unconfined", "--disable-sandbox")
+}
+
+fn block_keeps_what_the_guest_writes(name: &str, confinement: &str) -> Checked {
     let crosvm = crosvm_serving("block")?;
-    let dir = std::env::temp_dir().join(format!("vfio-user-crosvm-blk-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("vfio-user-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let disk = dir.join("disk.img");
     std::fs::File::create(&disk)?.set_len(128 << 20)?;
     let run = boot(
-        "crosvm-blk",
+        name,
         format!(
-            "{} device vfio-user-server block --socket {{socket}} --file {} {}",
+            "{} device vfio-user-server block --socket {{socket}} --file {} {confinement}",
             shell_quote_path(&crosvm),
             shell_quote_path(&disk),
-            sandboxed()?
         ),
         include_str!("../guest/virtio.sh"),
         &["virtio_blk"],
@@ -1529,6 +1538,10 @@ fn main() {
             ),
             ("crosvm_rng_is_confined", crosvm_rng_is_confined),
             ("crosvm_block_is_confined", crosvm_block_is_confined),
+            (
+                "crosvm_block_serves_unconfined",
+                crosvm_block_serves_unconfined,
+            ),
             ("crosvm_console_is_confined", crosvm_console_is_confined),
             (
                 "crosvm_rng_killed_by_its_policy",

@@ -195,6 +195,10 @@ pub(super) fn check_namespaces(net: bool) -> anyhow::Result<()> {
 /// `jail`, keeping only the standard streams, the socket, syslog's descriptors and `keep`, or
 /// in this process without a jail. Returns once serving has ended; the socket file this process
 /// bound is gone by then.
+///
+/// The server takes the socket, and the devices the descriptors of `keep` (named
+/// `/proc/self/fd/N`), as crosvm takes inherited descriptors: only without close-on-exec, and
+/// then duplicated. Forking into the jail clears the flag; without a jail it is cleared here.
 pub(super) fn serve(
     socket: ServerSocket,
     jail: Option<Minijail>,
@@ -202,6 +206,10 @@ pub(super) fn serve(
     serve: impl FnOnce(RawDescriptor) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let Some(jail) = jail else {
+        for &fd in keep.iter().chain([&socket.as_raw_fd()]) {
+            base::clear_descriptor_cloexec(&base::Descriptor(fd))
+                .context("clearing close-on-exec of a descriptor the server takes")?;
+        }
         return serve(socket.as_raw_fd());
     };
     let mut keep_rds = vec![0, 1, 2, socket.as_raw_fd()];
