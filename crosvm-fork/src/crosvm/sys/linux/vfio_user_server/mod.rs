@@ -16,8 +16,10 @@ mod gpu;
 mod input;
 #[cfg(feature = "net")]
 mod net;
+mod p9;
 mod rng;
 mod sandbox;
+mod scsi;
 #[cfg(feature = "audio")]
 mod snd;
 mod vsock;
@@ -56,6 +58,8 @@ enum DeviceOptions {
     Input(input::InputOptions),
     Fs(fs::FsOptions),
     Vsock(vsock::VsockOptions),
+    Scsi(scsi::ScsiOptions),
+    P9(p9::P9Options),
 }
 
 /// `--socket` is a synonym of `--socket-path`, as for crosvm's vhost-user backends.
@@ -84,5 +88,7 @@ pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
         DeviceOptions::Input(options) => input::run(options, poll),
         DeviceOptions::Fs(options) => fs::run(options, poll),
         DeviceOptions::Vsock(options) => vsock::run(options, poll),
+        DeviceOptions::Scsi(options) => scsi::run(options, poll),
+        DeviceOptions::P9(options) => p9::run(options, poll),
     }
 }
