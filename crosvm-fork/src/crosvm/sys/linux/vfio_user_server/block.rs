@@ -4,15 +4,12 @@
 
 //! `crosvm device vfio-user-server block`: virtio-block on a disk image, served from a sandbox.
 
-use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use argh::FromArgs;
-use base::FlockOperation;
 use base::RawDescriptor;
 use devices::vfio_user_backend;
 use devices::virtio::base_features;
@@ -80,23 +77,7 @@ pub(super) fn run(block: BlockOptions, poll: Duration) -> anyhow::Result<()> {
     let socket = ServerSocket::open(path.as_deref(), block.fd)?;
     let mut disk = block.file;
     let name = disk.path.clone();
-    let image = File::options()
-        .read(true)
-        .write(!disk.read_only)
-        .open(&name)
-        .with_context(|| format!("opening {}", name.display()))?;
-    if disk.lock {
-        let operation = if disk.read_only {
-            FlockOperation::LockShared
-        } else {
-            FlockOperation::LockExclusive
-        };
-        base::flock(&image, operation, true)
-            .with_context(|| format!("locking {}", name.display()))?;
-        // The duplicates share this lock.
-        disk.lock = false;
-    }
-    disk.path = PathBuf::from(format!("/proc/self/fd/{}", image.as_raw_fd()));
+    let image = sandbox::open_image(&mut disk.path, disk.read_only, &mut disk.lock)?;
     let jail = sandbox::jail_unless_disabled(block.disable_sandbox, &block.jail, |config| {
         sandbox::device_jail(config, "block_device_vfio_user")
     })?;

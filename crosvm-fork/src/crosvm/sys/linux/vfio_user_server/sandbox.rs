@@ -9,6 +9,7 @@
 //! passes SIGTERM and SIGINT on, and removes the socket file it bound, which the child cannot
 //! reach. `--disable-sandbox` serves from this process instead.
 
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::os::fd::RawFd;
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use anyhow::Context;
 use base::AsRawDescriptor;
+use base::FlockOperation;
 use base::RawDescriptor;
 use base::SignalFd;
 use jail::create_sandbox_minijail;
@@ -296,4 +298,33 @@ pub(super) fn wait_passing_signals(pid: libc::pid_t) -> anyhow::Result<i32> {
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }
     }
+}
+
+/// Opens the disk image at `path` before any jail (writable unless `read_only`), locks it if
+/// `lock` as `crosvm run` does, and points `path` at the open file (`/proc/self/fd/N`, which
+/// crosvm's disk code opens as a duplicate of it): each client's device then works on a
+/// duplicate, and the duplicates share the lock, so `lock` is cleared. The file must stay open
+/// (and be kept across the jail's fork) while the server serves.
+pub(super) fn open_image(
+    path: &mut PathBuf,
+    read_only: bool,
+    lock: &mut bool,
+) -> anyhow::Result<File> {
+    let image = File::options()
+        .read(true)
+        .write(!read_only)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if *lock {
+        let operation = if read_only {
+            FlockOperation::LockShared
+        } else {
+            FlockOperation::LockExclusive
+        };
+        base::flock(&image, operation, true)
+            .with_context(|| format!("locking {}", path.display()))?;
+        *lock = false;
+    }
+    *path = PathBuf::from(format!("/proc/self/fd/{}", image.as_raw_fd()));
+    Ok(image)
 }

@@ -5,15 +5,12 @@
 //! `crosvm device vfio-user-server scsi`: a virtio-scsi controller with one disk image per
 //! logical unit, served from a sandbox.
 
-use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
 use anyhow::Context;
 use argh::FromArgs;
-use base::FlockOperation;
 use base::RawDescriptor;
 use devices::vfio_user_backend;
 use devices::virtio::base_features;
@@ -83,7 +80,11 @@ pub(super) fn run(scsi: ScsiOptions, poll: Duration) -> anyhow::Result<()> {
     let mut disks = scsi.scsi_block;
     let mut images = Vec::with_capacity(disks.len());
     for disk in &mut disks {
-        images.push(open_locked(disk)?);
+        images.push(sandbox::open_image(
+            &mut disk.path,
+            disk.read_only,
+            &mut disk.lock,
+        )?);
     }
     let keep: Vec<RawDescriptor> = images.iter().map(|image| image.as_raw_fd()).collect();
     let jail = sandbox::jail_unless_disabled(scsi.disable_sandbox, &scsi.jail, |config| {
@@ -95,29 +96,6 @@ pub(super) fn run(scsi: ScsiOptions, poll: Duration) -> anyhow::Result<()> {
         let factory = vfio_user_backend::virtio_pci_factory(move || scsi_controller(&disks));
         vfio_user_backend::run_server(None, Some(fd), factory, poll)
     })
-}
-
-/// Opens `disk`'s image, locks it as `crosvm run` would, and points `disk` at the open file.
-fn open_locked(disk: &mut ScsiOption) -> anyhow::Result<File> {
-    let name = disk.path.clone();
-    let image = File::options()
-        .read(true)
-        .write(!disk.read_only)
-        .open(&name)
-        .with_context(|| format!("opening {}", name.display()))?;
-    if disk.lock {
-        let operation = if disk.read_only {
-            FlockOperation::LockShared
-        } else {
-            FlockOperation::LockExclusive
-        };
-        base::flock(&image, operation, true)
-            .with_context(|| format!("locking {}", name.display()))?;
-        // The duplicates share this lock.
-        disk.lock = false;
-    }
-    disk.path = PathBuf::from(format!("/proc/self/fd/{}", image.as_raw_fd()));
-    Ok(image)
 }
 
 /// crosvm's virtio-scsi controller on `disks`, as `crosvm run --scsi-block` builds it.
