@@ -56,6 +56,7 @@ use crosvm_common::confined_while_serving;
 use crosvm_common::crosvm;
 use crosvm_common::crosvm_serving;
 use crosvm_common::no_seccomp_violation;
+use crosvm_common::pattern;
 use crosvm_common::run_confined;
 use crosvm_common::sandboxed;
 use crosvm_common::serving_process;
@@ -123,7 +124,7 @@ fn block_keeps_what_the_guest_writes(name: &str, confinement: &str) -> Checked {
         run.result("blk.pattern_md5")?
     );
     let line = b"vfio-user virtio-blk pattern 0123456789abcdef\n";
-    let pattern: Vec<u8> = line.iter().copied().cycle().take(1 << 20).collect();
+    let pattern = pattern(line);
     let mut on_disk = vec![0u8; pattern.len()];
     std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::open(&disk)?, &mut on_disk, 1 << 20)?;
     assert!(

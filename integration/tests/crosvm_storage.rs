@@ -19,6 +19,7 @@ mod crosvm_common;
 use crosvm_common::boot_in;
 use crosvm_common::crosvm_serving;
 use crosvm_common::no_seccomp_violation;
+use crosvm_common::pattern;
 use crosvm_common::sandboxed;
 use crosvm_common::with_device_report;
 use crosvm_common::Jail;
@@ -39,11 +40,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// The 1 MiB pattern the guest scripts write: `line` repeated.
-fn pattern(line: &[u8]) -> Vec<u8> {
-    line.iter().copied().cycle().take(1 << 20).collect()
 }
 
 /// virtio-scsi on a disk image, from a sandbox that shows nothing of the host: the guest finds

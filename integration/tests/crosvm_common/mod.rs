@@ -384,3 +384,8 @@ pub fn no_seccomp_violation(name: &str, check: fn() -> Checked) -> Checked {
     }
     result
 }
+
+/// The 1 MiB pattern the guest scripts write: `line` repeated.
+pub fn pattern(line: &[u8]) -> Vec<u8> {
+    line.iter().copied().cycle().take(1 << 20).collect()
+}
