@@ -2,7 +2,8 @@
 // Use of this source code is governed by a BSD-style license that can be
 // found in the LICENSE file.
 
-//! What /proc says of another process: its CPU time, and the processes below it.
+//! What /proc says of another process: its CPU time, how often it was scheduled in, and the
+//! processes below it.
 
 use std::io;
 
@@ -45,11 +46,11 @@ pub fn descendants(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// CPU time (ns) of `pid` and every process below it, all threads; 0 for processes gone
-/// meanwhile.
-pub fn tree_cpu_ns(pid: u32) -> u64 {
+/// `sched_of` summed over `pid` and every process below it: CPU time (ns) and times scheduled
+/// in (each a wakeup or a preemption); nothing for processes gone meanwhile.
+pub fn tree_sched(pid: u32) -> (u64, u64) {
     std::iter::once(pid)
         .chain(descendants(pid))
-        .map(|p| sched_of(p).map_or(0, |(ns, _)| ns))
-        .sum()
+        .map(|p| sched_of(p).unwrap_or((0, 0)))
+        .fold((0, 0), |(ns, runs), (n, r)| (ns + n, runs + r))
 }

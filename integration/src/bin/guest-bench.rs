@@ -33,8 +33,9 @@
 //! machine does (two runs an hour apart have differed by 2x). Compare the two sides of one run
 //! only, on the medians over boots, with the spread (lowest and highest boot) showing how much to
 //! trust a difference: ratios inside the spreads' overlap say nothing. Per boot, a case's figure is
-//! the median of its three runs. The server's CPU time per request (its whole process tree,
-//! between the script's `@@BENCH begin` and `end`) and its messages per request by command
+//! the median of its three runs. The server's CPU time per request and the times its threads were
+//! scheduled in per request (each a wakeup, the hops a request takes through it; its whole process
+//! tree, between the script's `@@BENCH begin` and `end`), and its messages per request by command
 //! (counted from its debug log over the whole boot, which boot adds a few hundred to) show where
 //! the server's time goes, whatever the emulation costs.
 
@@ -59,7 +60,7 @@ use integration::guest::GuestEnv;
 use integration::guest::GuestRun;
 use integration::guest::Responder;
 use integration::guest::Servers;
-use integration::procfs::tree_cpu_ns;
+use integration::procfs::tree_sched;
 use integration::serve;
 use integration::serve::SERVE_VIRTIO;
 use integration::stats::Spread;
@@ -211,20 +212,20 @@ fn report_done(name: &str, started: Instant, run: &GuestRun) {
     );
 }
 
-/// A guest against the server `command`, and the CPU time (ns) the server's processes spent
-/// between the script's `@@BENCH begin` and `@@BENCH end`.
-fn boot_server(env: &GuestEnv, name: &str, command: &str) -> Result<(GuestRun, u64)> {
+/// A guest against the server `command`, and what the server's processes spent between the
+/// script's `@@BENCH begin` and `@@BENCH end`: CPU time (ns) and times scheduled in.
+fn boot_server(env: &GuestEnv, name: &str, command: &str) -> Result<(GuestRun, (u64, u64))> {
     let started = Instant::now();
     let mut boot = boot_of(name);
     boot.servers = vec![command.to_string()];
     let mut servers = Servers::start(env, &boot)?;
     let pid = servers.pids()[0];
-    let samples: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let samples: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
     {
         let samples = samples.clone();
         boot.responder = Some(Responder(Arc::new(move |line: &str| {
             if line.contains("@@BENCH begin") || line.contains("@@BENCH end") {
-                samples.lock().unwrap().push(tree_cpu_ns(pid));
+                samples.lock().unwrap().push(tree_sched(pid));
             }
             None
         })));
@@ -236,7 +237,10 @@ fn boot_server(env: &GuestEnv, name: &str, command: &str) -> Result<(GuestRun, u
     let [begin, end] = samples[..] else {
         bail!("guest {name}: the script's @@BENCH lines were not both seen: {samples:?}");
     };
-    Ok((run, end.saturating_sub(begin)))
+    Ok((
+        run,
+        (end.0.saturating_sub(begin.0), end.1.saturating_sub(begin.1)),
+    ))
 }
 
 /// A guest with QEMU's own virtio-blk-pci on `drive`.
@@ -293,7 +297,7 @@ fn spread_text(values: &[f64], decimals: usize) -> String {
 }
 
 /// Prints the server's boots against one QEMU configuration's, case by case.
-fn print_comparison(ours: &[(GuestRun, u64)], qemu: &[GuestRun], drive: &str) -> Result<()> {
+fn print_comparison(ours: &[(GuestRun, (u64, u64))], qemu: &[GuestRun], drive: &str) -> Result<()> {
     println!("  QEMU: virtio-blk-pci, -drive {drive}");
     println!();
     println!(
@@ -348,13 +352,15 @@ fn print_comparison(ours: &[(GuestRun, u64)], qemu: &[GuestRun], drive: &str) ->
     Ok(())
 }
 
-/// The server's CPU time and messages per request, over its boots.
-fn print_server_costs(ours: &[(GuestRun, u64)]) -> Result<()> {
+/// The server's CPU time, times scheduled in and messages per request, over its boots.
+fn print_server_costs(ours: &[(GuestRun, (u64, u64))]) -> Result<()> {
     let mut cpu_us = Vec::new();
+    let mut runs = Vec::new();
     let mut messages: BTreeMap<u16, Vec<f64>> = BTreeMap::new();
-    for (run, cpu_ns) in ours {
+    for (run, (cpu_ns, scheduled)) in ours {
         let requests = total_requests(run)?.max(1) as f64;
         cpu_us.push(*cpu_ns as f64 / 1000.0 / requests);
+        runs.push(*scheduled as f64 / requests);
         for (command, count) in server_commands(run).unwrap_or_default() {
             messages
                 .entry(command)
@@ -365,6 +371,11 @@ fn print_server_costs(ours: &[(GuestRun, u64)]) -> Result<()> {
     println!(
         "  server CPU per request (all its processes, during the cases), us: {}",
         spread_text(&cpu_us, 2)
+    );
+    // Each is a thread wakeup (or a preemption): the hops a request takes through the server.
+    println!(
+        "  server threads scheduled in per request (all its processes, during the cases): {}",
+        spread_text(&runs, 2)
     );
     if messages.is_empty() {
         println!(
