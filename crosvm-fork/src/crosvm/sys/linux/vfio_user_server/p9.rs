@@ -132,13 +132,7 @@ fn p9_jail(
     shared: &SharedDir,
     src: &Path,
 ) -> anyhow::Result<minijail::Minijail> {
-    if !config.pivot_root.is_dir() {
-        bail!(
-            "the sandbox's root {} is not a directory: create it (empty), name another with \
-             --jail pivot-root=DIR, or serve unconfined with --disable-sandbox",
-            config.pivot_root.display()
-        );
-    }
+    sandbox::check_pivot_root(config)?;
     let mut sandbox = SandboxConfig::new(config, "9p_device_vfio_user");
     sandbox.limit_caps = false;
     sandbox.ugid_map = Some((&shared.uid_map, &shared.gid_map));

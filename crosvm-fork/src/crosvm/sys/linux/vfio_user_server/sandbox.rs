@@ -112,13 +112,7 @@ pub(super) fn device_jail_showing(
     policy: &str,
     shows: &Shows,
 ) -> anyhow::Result<Minijail> {
-    if !config.pivot_root.is_dir() {
-        bail!(
-            "the sandbox's root {} is not a directory: create it (empty), name another with \
-             --jail pivot-root=DIR, or serve unconfined with --disable-sandbox",
-            config.pivot_root.display()
-        );
-    }
+    check_pivot_root(config)?;
     let mut sandbox = SandboxConfig::new(config, policy);
     // A tmpfs over the root, so that the mounts have somewhere to go.
     sandbox.bind_mounts = !shows.binds.is_empty() || shows.proc;
@@ -140,6 +134,19 @@ pub(super) fn device_jail_showing(
         mount_proc(&mut jail).context("mounting /proc in the sandbox")?;
     }
     Ok(jail)
+}
+
+/// Checks that the sandbox's root (`--jail pivot-root`, crosvm's /var/empty by default) is a
+/// directory, naming the ways out if not.
+pub(super) fn check_pivot_root(config: &JailConfig) -> anyhow::Result<()> {
+    if !config.pivot_root.is_dir() {
+        bail!(
+            "the sandbox's root {} is not a directory: create it (empty), name another with \
+             --jail pivot-root=DIR, or serve unconfined with --disable-sandbox",
+            config.pivot_root.display()
+        );
+    }
+    Ok(())
 }
 
 /// Checks that the kernel lets this process make the sandbox's namespaces (user, mount, pid, ipc,
