@@ -2,8 +2,8 @@
 // Use of this source code is governed by a BSD-style license that can be
 // found in the LICENSE file.
 
-//! The QEMU guest checks of crosvm's storage devices beyond block and fs (scsi, 9p), served by `crosvm
-//! device vfio-user-server` built from upstream-patches/. They run when CROSVM_BIN names that
+//! The QEMU guest checks of crosvm's storage devices beyond block and fs (scsi, 9p, pmem), served
+//! by `crosvm device vfio-user-server` built from upstream-patches/. They run when CROSVM_BIN names that
 //! crosvm binary; otherwise cargo reports them as ignored with the reason:
 //!
 //!     CROSVM_BIN=/path/to/crosvm cargo test -p integration --test crosvm_storage
@@ -118,6 +118,60 @@ fn crosvm_9p_shares_a_directory() -> Checked {
     Ok(())
 }
 
+/// virtio-pmem on an image that the client maps from the file itself: the guest writes a pattern
+/// and flushes it, and the host finds it in the image; the guest sees a line the host wrote in
+/// the image beforehand; a second boot reads the pattern back. The image is 6 MiB, so its 8 MiB
+/// BAR is mappable only up to the image's end.
+fn crosvm_pmem_guest_writes_reach_the_image() -> Checked {
+    let crosvm = crosvm_serving("pmem")?;
+    let scratch = Scratch::new("crosvm-pmem")?;
+    let image = scratch.0.join("pmem.img");
+    let file = std::fs::File::create(&image)?;
+    file.set_len(6 << 20)?;
+    file.write_all_at(b"written by the host\n", 3 << 20)?;
+    let boot = |step: &str| {
+        boot_in(
+            &format!("crosvm-pmem-{step}"),
+            format!(
+                "{} device vfio-user-server pmem --socket {{socket}} --pmem {} {}",
+                shell_quote_path(&crosvm),
+                shell_quote_path(&image),
+                sandboxed()?
+            ),
+            &with_device_report(&format!(
+                "step={step}\n{}",
+                include_str!("../guest/crosvm-pmem.sh")
+            )),
+            &["virtio_pmem", "nd_pmem"],
+            "",
+            Some(&Jail::empty()),
+        )
+    };
+    let run = boot("write")?;
+    assert_eq!(run.result("pci.device")?, "0x105b");
+    assert_eq!(run.result("virtio.driver")?, "virtio_pmem");
+    assert_eq!(run.result("pmem.present")?, "1");
+    assert_eq!(run.result("pmem.shmem_region_feature")?, "1");
+    assert_eq!(run.result("pmem.size_bytes")?, (6 << 20).to_string());
+    assert_eq!(run.result("pmem.write_status")?, "0");
+    assert_eq!(
+        run.result("pmem.readback_md5")?,
+        run.result("pmem.pattern_md5")?
+    );
+    assert_eq!(run.result("pmem.host_line")?, "written by the host");
+    let expected = pattern(b"vfio-user virtio-pmem pattern 0123456789abcdef\n");
+    let mut in_image = vec![0u8; expected.len()];
+    std::fs::File::open(&image)?.read_exact_at(&mut in_image, 1 << 20)?;
+    assert!(in_image == expected, "the image holds what the guest wrote");
+
+    let run = boot("read")?;
+    assert_eq!(
+        run.result("pmem.readback_md5")?,
+        run.result("pmem.pattern_md5")?
+    );
+    Ok(())
+}
+
 fn main() {
     checks::run_around(
         no_seccomp_violation,
@@ -127,6 +181,10 @@ fn main() {
                 crosvm_scsi_keeps_what_the_guest_writes,
             ),
             ("crosvm_9p_shares_a_directory", crosvm_9p_shares_a_directory),
+            (
+                "crosvm_pmem_guest_writes_reach_the_image",
+                crosvm_pmem_guest_writes_reach_the_image,
+            ),
         ],
     );
 }

@@ -14,7 +14,8 @@
 //! [`ShadowMemory`] backs a whole region with one mappable file kept coherent by copies, and
 //! [`SocketRelay`] brings the files a peer holds up to date before each message it gets, or,
 //! with a [`StreamFilter`] that understands the peer's protocol, lends the peer the region's own
-//! file so that nothing needs copying.
+//! file so that nothing needs copying. A region that is one file for its whole life (a
+//! virtio-pmem image) is a [`FileRegion`], mapped by the client from that file.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -24,6 +25,7 @@ mod connection;
 mod device;
 mod dma;
 mod error;
+pub mod file_region;
 mod guest_memory;
 mod irq;
 pub mod lease;
@@ -54,6 +56,7 @@ pub use dma::DmaMapInfo;
 pub use error::Disposition;
 pub use error::Error;
 pub use error::Result;
+pub use file_region::FileRegion;
 pub use guest_memory::GuestMemory;
 pub use guest_memory::GuestSlice;
 pub use irq::EventfdId;

@@ -27,10 +27,14 @@ use devices::vfio_user_backend::virtio_module_factory;
 use devices::vfio_user_backend::virtio_pci_factory;
 use devices::vfio_user_backend::Delivery;
 use devices::vfio_user_backend::HostVisibleBar;
+use devices::vfio_user_backend::HostVisibleMemory;
 use devices::vfio_user_backend::PciDeviceAdapter;
 use devices::vfio_user_backend::VmServices;
 use devices::virtio::DeviceType;
 use devices::virtio::Interrupt;
+use devices::virtio::MemSlotConfig;
+use devices::virtio::Pmem;
+use devices::virtio::PmemConfig;
 use devices::virtio::Queue;
 use devices::virtio::SharedMemoryMapper;
 use devices::virtio::SharedMemoryRegion;
@@ -40,6 +44,7 @@ use resources::Alloc;
 use vfio_user_server::protocol::*;
 use vfio_user_server::sys;
 use vfio_user_server::Connection;
+use vfio_user_server::FileRegion;
 use vfio_user_server::Interrupts;
 use vfio_user_server::IrqCounts;
 use vfio_user_server::IrqSetRequest;
@@ -86,6 +91,12 @@ struct Client {
 
 impl Client {
     fn call(&mut self, command: u16, body: &[u8], fds: &[BorrowedFd]) -> Vec<u8> {
+        self.try_call(command, body, fds)
+            .unwrap_or_else(|error| panic!("command {command} failed: {error}"))
+    }
+
+    /// The reply's body, or its error number.
+    fn try_call(&mut self, command: u16, body: &[u8], fds: &[BorrowedFd]) -> Result<Vec<u8>, u32> {
         let header = Header {
             msg_id: self.next_id,
             command,
@@ -106,14 +117,12 @@ impl Client {
         self.read_exact(&mut header_bytes);
         let reply: Header = read_struct(&header_bytes).unwrap();
         assert_eq!(reply.msg_id, header.msg_id);
-        assert!(
-            !reply.is_error(),
-            "command {command} failed: {}",
-            reply.error
-        );
         let mut body = vec![0u8; reply.msg_size as usize - HEADER_SIZE];
         self.read_exact(&mut body);
-        body
+        if reply.is_error() {
+            return Err(reply.error);
+        }
+        Ok(body)
     }
 
     fn read_exact(&mut self, buf: &mut [u8]) {
@@ -151,6 +160,11 @@ impl Client {
     }
 
     fn write(&mut self, region: u32, offset: u64, data: &[u8]) {
+        self.try_write(region, offset, data)
+            .unwrap_or_else(|error| panic!("write failed: {error}"));
+    }
+
+    fn try_write(&mut self, region: u32, offset: u64, data: &[u8]) -> Result<(), u32> {
         let access = RegionAccess {
             offset,
             region,
@@ -158,7 +172,7 @@ impl Client {
         };
         let mut body = access.as_bytes().to_vec();
         body.extend_from_slice(data);
-        self.call(command::REGION_WRITE, &body, &[]);
+        self.try_call(command::REGION_WRITE, &body, &[]).map(drop)
     }
 
     fn region_size(&mut self, index: u32) -> u64 {
@@ -216,7 +230,7 @@ fn serve(mut adapter: PciDeviceAdapter) -> (Client, thread::JoinHandle<PciDevice
 fn rng_adapter() -> PciDeviceAdapter {
     PciDeviceAdapter::new(
         virtio_module_factory(device_virtio_rng::VirtioRngModule),
-        ShadowMemory::new(),
+        HostVisibleMemory::Shadow(ShadowMemory::new()),
         true,
     )
     .unwrap()
@@ -647,7 +661,7 @@ fn vfio_user_shared_memory_lands_in_the_bar_shadow() {
     let mmap = shadow.region_mmap("test-bar2", 1 << 20).unwrap();
     let host_visible = HostVisibleBar {
         bar: 2,
-        shadow: shadow.clone(),
+        memory: HostVisibleMemory::Shadow(shadow.clone()),
     };
     let (_services, endpoints, _intx) =
         VmServices::start(vfio_user_server::Interrupts::default(), Some(host_visible)).unwrap();
@@ -755,7 +769,8 @@ fn host_visible_adapter(
             mapper: slot.clone(),
         }) as Box<dyn VirtioDevice>)
     });
-    let adapter = PciDeviceAdapter::new(factory, ShadowMemory::new(), mappable).unwrap();
+    let memory = HostVisibleMemory::Shadow(ShadowMemory::new());
+    let adapter = PciDeviceAdapter::new(factory, memory, mappable).unwrap();
     (adapter, mapper)
 }
 
@@ -819,4 +834,102 @@ fn vfio_user_host_visible_bar_serves_mapped_blobs() {
     assert_eq!(region_flags(&mut client, 2) & REGION_INFO_FLAG_MMAP, 0);
     drop(client);
     server.join().unwrap();
+}
+
+const PMEM_SIZE: u64 = 2 << 20;
+
+/// crosvm's virtio-pmem with its image in its shared memory region, over a `FileRegion`.
+fn pmem_adapter(image: &File, writable: bool) -> PciDeviceAdapter {
+    let region = FileRegion::new(OwnedFd::from(image.try_clone().unwrap()), writable).unwrap();
+    let device_image = image.try_clone().unwrap();
+    let factory = virtio_pci_factory(move || {
+        let (tube, _) = base::Tube::pair()?;
+        let pmem = Pmem::new(
+            0,
+            PmemConfig {
+                disk_image: Some(device_image.try_clone()?),
+                mapping_address: vm_memory::GuestAddress(0),
+                mem_slot: MemSlotConfig::SharedMemoryRegion,
+                mapping_size: PMEM_SIZE,
+                pmem_device_tube: tube,
+                swap_interval: None,
+                mapping_writable: writable,
+            },
+        )?;
+        Ok(Box::new(pmem) as Box<dyn VirtioDevice>)
+    });
+    let memory = HostVisibleMemory::File(Arc::new(region));
+    PciDeviceAdapter::new(factory, memory, true).unwrap()
+}
+
+/// virtio-pmem's BAR is its image: offered for mapping (the file itself, no copy), and a client
+/// that traps it reads and writes the image. The device's own mapping request, made when it is
+/// built, is accepted as naming the file already there. A read-only image is trapped and
+/// refuses stores.
+#[test]
+fn vfio_user_pmem_bar_is_its_image() {
+    let image = tempfile::tempfile().unwrap();
+    image.set_len(PMEM_SIZE).unwrap();
+    image.write_all_at(b"on disk", 0x1000).unwrap();
+
+    let (mut client, server) = serve(pmem_adapter(&image, true));
+    assert_eq!(client.region_size(2), PMEM_SIZE);
+    assert_ne!(region_flags(&mut client, 2) & REGION_INFO_FLAG_MMAP, 0);
+    // A BAR access builds the device, which maps its image into the region.
+    client.read_u32(0, DEVICE_STATUS);
+    assert_eq!(client.read(2, 0x1000, 7), b"on disk");
+    client.write(2, 0x1000, b"IN");
+    assert_eq!(get(&image, 0x1000, 7), b"IN disk");
+    drop(client);
+    server.join().unwrap();
+
+    let (mut client, server) = serve(pmem_adapter(&image, false));
+    assert_eq!(region_flags(&mut client, 2) & REGION_INFO_FLAG_MMAP, 0);
+    client.read_u32(0, DEVICE_STATUS);
+    assert_eq!(client.read(2, 0x1000, 7), b"IN disk");
+    assert!(client.try_write(2, 0x1000, b"on").is_err());
+    assert_eq!(get(&image, 0x1000, 7), b"IN disk");
+    drop(client);
+    server.join().unwrap();
+}
+
+/// Into a `FileRegion` BAR the device can only place that file, where it already is.
+#[test]
+fn vfio_user_file_region_takes_only_its_own_file() {
+    let image = tempfile::tempfile().unwrap();
+    image.set_len(PMEM_SIZE).unwrap();
+    let region = FileRegion::new(OwnedFd::from(image.try_clone().unwrap()), true).unwrap();
+    let host_visible = HostVisibleBar {
+        bar: 2,
+        memory: HostVisibleMemory::File(Arc::new(region)),
+    };
+    let (_services, endpoints, _intx) =
+        VmServices::start(vfio_user_server::Interrupts::default(), Some(host_visible)).unwrap();
+    let client = endpoints.shared_memory_client;
+    let place = |file: &File, fd_offset: u64, offset: u64| {
+        client.register_memory(
+            VmMemorySource::Descriptor {
+                descriptor: base::SafeDescriptor::from(file.try_clone().unwrap()),
+                offset: fd_offset,
+                size: PMEM_SIZE - offset,
+            },
+            VmMemoryDestination::ExistingAllocation {
+                allocation: Alloc::PciBar {
+                    bus: 0,
+                    dev: 1,
+                    func: 0,
+                    bar: 2,
+                },
+                offset,
+            },
+            Protection::read_write(),
+            MemCacheType::CacheCoherent,
+        )
+    };
+    let region = place(&image, 0, 0).expect("the image where it is");
+    client.unregister_memory(region).unwrap();
+    assert!(place(&image, 0, 0x1000).is_err(), "moved");
+    let other = tempfile::tempfile().unwrap();
+    other.set_len(PMEM_SIZE).unwrap();
+    assert!(place(&other, 0, 0).is_err(), "another file");
 }

@@ -19,7 +19,8 @@
 //!
 //! Shared memory: a virtio shared memory BAR (found by its capability) is offered mappable
 //! whole, backed by a `ShadowMemory` that outlives device instances, so the client's mapping
-//! stays valid when a device is rebuilt; the VM services place the device's blobs in it.
+//! stays valid when a device is rebuilt; the VM services place the device's blobs in it. Or, for
+//! a BAR that is one file (virtio-pmem), by that `FileRegion`, mappable up to the file's end.
 //!
 //! MSI-X: the client emulates the table and the Message Control word and sends only eventfds
 //! (SET_IRQS). crosvm's own MSI-X state is derived from those alone: enabled while any vector has
@@ -50,7 +51,6 @@ use vfio_user_server::Interrupts;
 use vfio_user_server::IrqCounts;
 use vfio_user_server::RegionDescription;
 use vfio_user_server::RegionMapQueue;
-use vfio_user_server::ShadowMemory;
 
 use super::build_instance;
 use super::config::shared_memory_bar;
@@ -59,6 +59,7 @@ use super::config::MsixLayout;
 use super::config::VectorPlan;
 use super::Delivery;
 use super::HostVisibleBar;
+use super::HostVisibleMemory;
 use super::Instance;
 use super::PciDeviceFactory;
 
@@ -82,11 +83,11 @@ pub struct PciDeviceAdapter {
 
 impl PciDeviceAdapter {
     /// Builds the device once to describe it; `factory` builds it again for every client.
-    /// `shadow` backs the device's shared memory BAR, if it has one, offered for mapping if
+    /// `memory` backs the device's shared memory BAR, if it has one, offered for mapping if
     /// `mappable` and through REGION_READ/WRITE in any case.
     pub fn new(
         mut factory: PciDeviceFactory,
-        shadow: Arc<ShadowMemory>,
+        memory: HostVisibleMemory,
         mappable: bool,
     ) -> anyhow::Result<PciDeviceAdapter> {
         let probe = build_instance(
@@ -98,7 +99,7 @@ impl PciDeviceAdapter {
         .context("failed to build the device")?;
         let msix = MsixLayout::parse(probe.device.as_ref());
         let host_visible =
-            shared_memory_bar(probe.device.as_ref()).map(|bar| HostVisibleBar { bar, shadow });
+            shared_memory_bar(probe.device.as_ref()).map(|bar| HostVisibleBar { bar, memory });
         let description = describe(&probe, msix.as_ref(), host_visible.as_ref(), mappable)?;
         Ok(PciDeviceAdapter {
             factory,
@@ -250,10 +251,10 @@ fn describe(
             }
             let name = format!("{}-bar{index}", instance.device.debug_label());
             let mmap = host_visible
-                .shadow
+                .memory
                 .region_mmap(&name, bar.size())
-                .context("creating the shared memory BAR's file")?;
-            region.mmap = mappable.then_some(mmap);
+                .context("the shared memory BAR's file")?;
+            region.mmap = mmap.filter(|_| mappable);
         }
     }
     regions[PCI_CONFIG_REGION_INDEX as usize] = RegionDescription::plain(256);
@@ -278,8 +279,8 @@ impl Device for PciDeviceAdapter {
         // A client that takes the proposed REGION_MAP extension maps blobs itself: no copies.
         if let Some(host_visible) = &self.host_visible {
             host_visible
-                .shadow
-                .set_region_maps(Some(queue), u32::from(host_visible.bar));
+                .memory
+                .set_region_maps(Some(queue), host_visible.bar);
         }
     }
 
@@ -301,7 +302,7 @@ impl Device for PciDeviceAdapter {
             PCI_CONFIG_REGION_INDEX => self.config_read(offset, data),
             // A client that does not map the shared memory BAR reaches the same bytes.
             _ if self.is_host_visible(index) => {
-                self.host_visible_access(|shadow| shadow.read(offset, data))
+                self.host_visible_access(|memory| memory.read(offset, data))
             }
             0..=5 => {
                 let instance = self.started_instance()?;
@@ -322,7 +323,7 @@ impl Device for PciDeviceAdapter {
         match index {
             PCI_CONFIG_REGION_INDEX => self.config_write(offset, data),
             _ if self.is_host_visible(index) => {
-                self.host_visible_access(|shadow| shadow.write(offset, data))
+                self.host_visible_access(|memory| memory.write(offset, data))
             }
             0..=5 => {
                 // A write to the notify area signals the queue's event: crosvm's write_bar does
@@ -364,9 +365,7 @@ impl Device for PciDeviceAdapter {
         self.memory = ClientMemory::default();
         self.interrupts = Interrupts::default();
         if let Some(host_visible) = &self.host_visible {
-            host_visible
-                .shadow
-                .set_region_maps(None, u32::from(host_visible.bar));
+            host_visible.memory.set_region_maps(None, host_visible.bar);
         }
     }
 }
@@ -380,11 +379,11 @@ impl PciDeviceAdapter {
 
     fn host_visible_access(
         &self,
-        access: impl FnOnce(&ShadowMemory) -> vfio_user_server::shadow::Result<()>,
+        access: impl FnOnce(&HostVisibleMemory) -> anyhow::Result<()>,
     ) -> io::Result<()> {
-        let shadow = &self.host_visible.as_ref().expect("checked").shadow;
-        access(shadow).map_err(|e| {
-            debug!("vfio-user: shared memory BAR access refused: {e}");
+        let memory = &self.host_visible.as_ref().expect("checked").memory;
+        access(memory).map_err(|e| {
+            debug!("vfio-user: shared memory BAR access refused: {e:#}");
             io::Error::from_raw_os_error(libc::EINVAL)
         })
     }

@@ -13,7 +13,9 @@
 //! A virtio device's shared memory BAR (virtio-gpu's host-visible memory) is offered to the
 //! client as one mappable file, a `ShadowMemory` that the blobs the device maps are copied into
 //! and out of; see `vfio_user_server::shadow` for what that keeps coherent. A device that passes
-//! blobs to a Wayland compositor talks to it through a `SocketRelay` on the same shadow.
+//! blobs to a Wayland compositor talks to it through a `SocketRelay` on the same shadow. A BAR
+//! that is one file for the device's life (virtio-pmem's image) is that file, mapped by the
+//! client itself: a `FileRegion`.
 
 mod adapter;
 mod config;
@@ -61,6 +63,7 @@ use vm_memory::GuestMemory;
 use vm_memory::MemoryRegion;
 pub use vm_services::Delivery;
 pub use vm_services::HostVisibleBar;
+pub use vm_services::HostVisibleMemory;
 pub use vm_services::IoEvents;
 pub use vm_services::VmEndpoints;
 pub use vm_services::VmServices;
@@ -140,7 +143,7 @@ impl Drop for Instance {
         self.device.destroy_device();
         // The device's blobs go with it; the client sees their ranges as zeros.
         if let Some(host_visible) = &self.host_visible {
-            host_visible.shadow.unmap_all();
+            host_visible.memory.unmap_all();
         }
     }
 }
@@ -256,17 +259,18 @@ pub fn run_server(
     factory: PciDeviceFactory,
     poll: Duration,
 ) -> anyhow::Result<()> {
-    run_server_with_shadow(socket_path, fd, factory, ShadowMemory::new(), true, poll)
+    let memory = HostVisibleMemory::Shadow(ShadowMemory::new());
+    run_server_with_memory(socket_path, fd, factory, memory, true, poll)
 }
 
 /// As [`run_server`], with the memory that backs the device's shared memory BAR, if it has one,
-/// given by the caller (who may relay the device's sockets through it). Unless `mappable`, the
-/// BAR is offered only through REGION_READ/WRITE.
-pub fn run_server_with_shadow(
+/// given by the caller (who may relay the device's sockets through its shadow). Unless
+/// `mappable`, the BAR is offered only through REGION_READ/WRITE.
+pub fn run_server_with_memory(
     socket_path: Option<&str>,
     fd: Option<RawDescriptor>,
     factory: PciDeviceFactory,
-    shadow: Arc<ShadowMemory>,
+    memory: HostVisibleMemory,
     mappable: bool,
     poll: Duration,
 ) -> anyhow::Result<()> {
@@ -276,7 +280,7 @@ pub fn run_server_with_shadow(
         SignalFd::new(libc::SIGTERM).context("creating a signalfd for SIGTERM")?,
         SignalFd::new(libc::SIGINT).context("creating a signalfd for SIGINT")?,
     ];
-    let result = serve_until_signal(socket_path, fd, factory, shadow, mappable, poll, &signals);
+    let result = serve_until_signal(socket_path, fd, factory, memory, mappable, poll, &signals);
     // Consumed, or the signal that stopped the server would kill it when dropping its SignalFd
     // unblocks it.
     for signal in &signals {
@@ -289,7 +293,7 @@ fn serve_until_signal(
     socket_path: Option<&str>,
     fd: Option<RawDescriptor>,
     factory: PciDeviceFactory,
-    shadow: Arc<ShadowMemory>,
+    memory: HostVisibleMemory,
     mappable: bool,
     poll: Duration,
     signals: &[SignalFd],
@@ -300,7 +304,7 @@ fn serve_until_signal(
             .add(signal, Token::Terminate)
             .context("waiting on a signalfd")?;
     }
-    let mut adapter = PciDeviceAdapter::new(factory, shadow, mappable)?;
+    let mut adapter = PciDeviceAdapter::new(factory, memory, mappable)?;
     let capabilities = ServerCapabilities::default();
     let listener = match (socket_path, fd) {
         (Some(path), None) => Listener::bind(path).with_context(|| format!("binding {path}"))?,

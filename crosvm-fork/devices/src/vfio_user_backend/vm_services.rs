@@ -16,7 +16,8 @@
 //!   `write_bar` to the notify area signals the queue itself, so REGION_WRITE needs nothing more.
 //! - shared memory (`VmMemoryRequest::RegisterMemory`/`UnregisterMemory` into the host-visible
 //!   BAR): the file is placed in the BAR's [`ShadowMemory`], which the client maps, before the
-//!   request is answered; its region id is its offset in the BAR.
+//!   request is answered; its region id is its offset in the BAR. A BAR that is one file
+//!   ([`FileRegion`], virtio-pmem's image) takes only that file, where it already is.
 //! - the VM control tube (`VmRequest`): only the PM wakeup GPE, answered `Ok`.
 //! - the INTx trigger, relayed to the client as an edge that the client's unmask resamples: crosvm
 //!   takes INTx's events once, at `assign_irq`, before the client gives its eventfd.
@@ -44,7 +45,10 @@ use resources::Alloc;
 use sync::Mutex;
 use vfio_user_server::protocol::PCI_MSIX_IRQ_INDEX;
 use vfio_user_server::EventfdId;
+use vfio_user_server::FileRegion;
 use vfio_user_server::Interrupts;
+use vfio_user_server::RegionMapQueue;
+use vfio_user_server::RegionMmap;
 use vfio_user_server::ShadowMemory;
 use vm_control::api::VmMemoryClient;
 use vm_control::VmIrqRequest;
@@ -76,7 +80,89 @@ pub struct VmEndpoints {
 #[derive(Clone)]
 pub struct HostVisibleBar {
     pub bar: u8,
-    pub shadow: Arc<ShadowMemory>,
+    pub memory: HostVisibleMemory,
+}
+
+/// What backs a device's host-visible BAR.
+#[derive(Clone)]
+pub enum HostVisibleMemory {
+    /// Files the device places while the guest runs (virtio-gpu's blobs), kept coherent with
+    /// one file that the client maps.
+    Shadow(Arc<ShadowMemory>),
+    /// One file for the device's life, which the client maps itself (virtio-pmem's image).
+    File(Arc<FileRegion>),
+}
+
+impl HostVisibleMemory {
+    /// How the client maps the BAR of `size` bytes (`name` names a file made for it).
+    pub fn region_mmap(&self, name: &str, size: u64) -> anyhow::Result<Option<RegionMmap>> {
+        Ok(match self {
+            HostVisibleMemory::Shadow(shadow) => Some(shadow.region_mmap(name, size)?),
+            HostVisibleMemory::File(file) => file.region_mmap(size)?,
+        })
+    }
+
+    /// A trapped read of the BAR.
+    pub fn read(&self, offset: u64, data: &mut [u8]) -> anyhow::Result<()> {
+        match self {
+            HostVisibleMemory::Shadow(shadow) => shadow.read(offset, data)?,
+            HostVisibleMemory::File(file) => file.read(offset, data)?,
+        }
+        Ok(())
+    }
+
+    /// A trapped write to the BAR.
+    pub fn write(&self, offset: u64, data: &[u8]) -> anyhow::Result<()> {
+        match self {
+            HostVisibleMemory::Shadow(shadow) => shadow.write(offset, data)?,
+            HostVisibleMemory::File(file) => file.write(offset, data)?,
+        }
+        Ok(())
+    }
+
+    /// The client's REGION_MAP queue, for files placed while it is connected.
+    pub fn set_region_maps(&self, queue: Option<Arc<RegionMapQueue>>, bar: u8) {
+        if let HostVisibleMemory::Shadow(shadow) = self {
+            shadow.set_region_maps(queue, u32::from(bar));
+        }
+    }
+
+    /// Removes whatever the device placed: it is gone.
+    pub fn unmap_all(&self) {
+        if let HostVisibleMemory::Shadow(shadow) = self {
+            shadow.unmap_all();
+        }
+    }
+
+    /// Places `size` bytes of `fd` from `fd_offset` at `offset`.
+    fn place(
+        &self,
+        offset: u64,
+        fd: std::os::fd::BorrowedFd,
+        fd_offset: u64,
+        size: u64,
+        writable: bool,
+    ) -> anyhow::Result<()> {
+        match self {
+            HostVisibleMemory::Shadow(shadow) => {
+                shadow.map(offset, fd, fd_offset, size, writable)?
+            }
+            // The client maps the file already: the device can only name it.
+            HostVisibleMemory::File(file) => {
+                if !file.holds(fd, fd_offset, offset, size) {
+                    bail!("only the BAR's own file can be placed in it, where it is");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&self, offset: u64) -> anyhow::Result<()> {
+        if let HostVisibleMemory::Shadow(shadow) = self {
+            shadow.unmap(offset)?;
+        }
+        Ok(())
+    }
 }
 
 /// Queue notification events the device registered, by guest address.
@@ -438,8 +524,8 @@ impl Responder {
                 // SAFETY: the descriptor is owned by `source`, alive until the end of this arm.
                 let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(descriptor) };
                 host_visible
-                    .shadow
-                    .map(offset, fd, fd_offset, size, writable)
+                    .memory
+                    .place(offset, fd, fd_offset, size, writable)
                     .with_context(|| format!("placing {size:#x} bytes at {offset:#x}"))?;
                 Ok(VmMemoryResponse::RegisterMemory {
                     region_id: VmMemoryRegionId(GuestAddress(offset)),
@@ -448,8 +534,8 @@ impl Responder {
             }
             VmMemoryRequest::UnregisterMemory(VmMemoryRegionId(GuestAddress(offset))) => {
                 host_visible
-                    .shadow
-                    .unmap(offset)
+                    .memory
+                    .remove(offset)
                     .with_context(|| format!("removing the mapping at {offset:#x}"))?;
                 Ok(VmMemoryResponse::Ok)
             }

@@ -175,11 +175,11 @@ fn serve_gpu(
         drop(host_tubes.replace(tubes));
         Ok(device)
     });
-    let result = vfio_user_backend::run_server_with_shadow(
+    let result = vfio_user_backend::run_server_with_memory(
         None,
         Some(fd),
         factory,
-        shadow,
+        vfio_user_backend::HostVisibleMemory::Shadow(shadow),
         options.mapped_shared_memory,
         options.poll,
     );

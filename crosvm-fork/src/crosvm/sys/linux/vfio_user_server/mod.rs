@@ -17,6 +17,7 @@ mod input;
 #[cfg(feature = "net")]
 mod net;
 mod p9;
+mod pmem;
 mod rng;
 mod sandbox;
 mod scsi;
@@ -60,6 +61,7 @@ enum DeviceOptions {
     Vsock(vsock::VsockOptions),
     Scsi(scsi::ScsiOptions),
     P9(p9::P9Options),
+    Pmem(pmem::PmemOptions),
 }
 
 /// `--socket` is a synonym of `--socket-path`, as for crosvm's vhost-user backends.
@@ -90,5 +92,6 @@ pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
         DeviceOptions::Vsock(options) => vsock::run(options, poll),
         DeviceOptions::Scsi(options) => scsi::run(options, poll),
         DeviceOptions::P9(options) => p9::run(options, poll),
+        DeviceOptions::Pmem(options) => pmem::run(options, poll),
     }
 }
