@@ -83,6 +83,13 @@ impl DmaRegion {
         }
     }
 
+    /// The client's fd and the offset in it of `address`, which the caller has checked lies
+    /// inside the region; `None` for a map without an fd.
+    pub(crate) fn file_at(&self, address: u64) -> Option<(&OwnedFd, u64)> {
+        let mapping = self.mapping.as_ref()?;
+        Some((&mapping.fd, self.file_offset + (address - self.address)))
+    }
+
     /// The map as devices see it.
     pub(crate) fn info(&self) -> DmaMapInfo {
         DmaMapInfo {

@@ -69,6 +69,12 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("releasing guest memory at {address:#x} failed: {source}")]
+    DmaReleaseFailed {
+        address: u64,
+        #[source]
+        source: io::Error,
+    },
     #[error("fds were truncated: the client sent more than max_msg_fds")]
     FdsTruncated,
     #[error("command {command} carried {count} fds, more than it accepts")]
@@ -161,6 +167,9 @@ impl Error {
             Error::DmaMapTooManyFiles(_) => Reply(libc::ENOSPC),
             // The process guards a bounded number of ranges (`sys::MAX_GUARDED_RANGES`).
             Error::DmaMapUnguarded { .. } => Reply(libc::ENOSPC),
+            Error::DmaReleaseFailed { source, .. } => {
+                Reply(source.raw_os_error().unwrap_or(libc::EIO))
+            }
             Error::FdsTruncated => Reply(libc::E2BIG),
             Error::FdsUnexpected { .. } => Reply(libc::EINVAL),
             Error::IncompatibleVersion { .. } => ReplyAndClose(libc::ENOTSUP),

@@ -11,6 +11,7 @@
 //! faulted (its file shrank) fails with `DmaAccessFaulted` (see `sys::FaultGuard`).
 
 use std::marker::PhantomData;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::RwLockReadGuard;
@@ -192,6 +193,38 @@ impl GuestMemory {
         Ok(result)
     }
 
+    /// Gives the client's pages under `address..address + len` back to the host, as a balloon
+    /// does with the pages its driver hands over: a hole is punched in the client's file under
+    /// each map the range crosses, which frees the pages for the client and every process that
+    /// maps them, and they read as zeros when next touched. The range must be whole pages inside
+    /// writable maps that came with an fd; nothing is released otherwise.
+    pub fn release(&self, address: u64, len: u64) -> Result<()> {
+        let page = sys::page_size();
+        let out_of_range = Error::DmaAccessOutOfRange { address, len };
+        if !address.is_multiple_of(page) || !len.is_multiple_of(page) {
+            return Err(out_of_range);
+        }
+        let len = usize::try_from(len).map_err(|_| out_of_range)?;
+        let table = self.read_table();
+        let pieces = table.pieces(address, len, true)?;
+        let mut holes = Vec::with_capacity(pieces.len());
+        for piece in &pieces {
+            let (fd, offset) =
+                piece
+                    .region
+                    .file_at(piece.address)
+                    .ok_or(Error::DmaAccessRequiresClient {
+                        address: piece.address,
+                    })?;
+            holes.push((piece.address, fd, offset, piece.len as u64));
+        }
+        for (address, fd, offset, len) in holes {
+            sys::punch_hole(fd.as_fd(), offset, len)
+                .map_err(|source| Error::DmaReleaseFailed { address, source })?;
+        }
+        Ok(())
+    }
+
     /// Whether every byte of the range is inside a map (mmapped or not).
     pub fn contains(&self, address: u64, len: u64) -> bool {
         usize::try_from(len)
@@ -322,6 +355,70 @@ mod tests {
                 assert!(slice.read_at(1, &mut two).is_err());
             })
             .unwrap();
+    }
+
+    /// Bytes the file behind `fd` holds in memory.
+    fn allocated(fd: &std::os::fd::OwnedFd) -> u64 {
+        let file = std::fs::File::from(fd.try_clone().unwrap());
+        std::os::unix::fs::MetadataExt::blocks(&file.metadata().unwrap()) * 512
+    }
+
+    #[test]
+    fn release_punches_holes_under_the_range_only() {
+        let page = sys::page_size();
+        let memory = GuestMemory::new(16);
+        let fd = memfd(8 * page);
+        let observer = fd.try_clone().unwrap();
+        let fd2 = fd.try_clone().unwrap();
+        // Two adjacent maps of one file, the second further into it.
+        memory
+            .lock()
+            .add(&map(0x100000, 4 * page, 0), Some(fd))
+            .unwrap();
+        memory
+            .lock()
+            .add(&map(0x100000 + 4 * page, 2 * page, 6 * page), Some(fd2))
+            .unwrap();
+        let everything = vec![0xa5u8; 6 * page as usize];
+        memory.write(0x100000, &everything).unwrap();
+        let before = allocated(&observer);
+
+        // Three pages of the first map and the first of the second.
+        memory.release(0x100000 + page, 4 * page).unwrap();
+        assert_eq!(allocated(&observer), before - 4 * page);
+        let mut back = vec![0u8; 6 * page as usize];
+        memory.read(0x100000, &mut back).unwrap();
+        let page = page as usize;
+        assert!(back[..page].iter().all(|&b| b == 0xa5), "kept before");
+        assert!(back[page..5 * page].iter().all(|&b| b == 0), "released");
+        assert!(back[5 * page..].iter().all(|&b| b == 0xa5), "kept after");
+    }
+
+    #[test]
+    fn release_refuses_what_it_cannot_release_whole() {
+        let page = sys::page_size();
+        let memory = GuestMemory::new(16);
+        let fd = memfd(2 * page);
+        let observer = fd.try_clone().unwrap();
+        memory
+            .lock()
+            .add(&map(0x100000, 2 * page, 0), Some(fd))
+            .unwrap();
+        memory.lock().add(&map(0x200000, page, 0), None).unwrap();
+        memory
+            .write(0x100000, &vec![1u8; 2 * page as usize])
+            .unwrap();
+        let before = allocated(&observer);
+        // Not whole pages; past the end of the map; wrapping; a map without an fd.
+        assert!(memory.release(0x100000 + 1, page).is_err());
+        assert!(memory.release(0x100000, page + 1).is_err());
+        assert!(memory.release(0x100000 + page, 2 * page).is_err());
+        assert!(memory.release(u64::MAX - page + 1, 2 * page).is_err());
+        assert!(matches!(
+            memory.release(0x200000, page),
+            Err(Error::DmaAccessRequiresClient { .. })
+        ));
+        assert_eq!(allocated(&observer), before, "nothing released");
     }
 
     #[test]

@@ -95,7 +95,7 @@ fn measure() -> Samples {
     // Vector 0 gets its eventfd before crosvm allocates it, vector 1 after.
     assign(&interrupts, 0, &direct_eventfd);
     let (services, endpoints, _intx) =
-        VmServices::start(interrupts.clone(), None).expect("VM services");
+        VmServices::start(interrupts.clone(), None, Default::default()).expect("VM services");
     let direct = allocate(&endpoints.msi_tube, 0);
     let relayed = allocate(&endpoints.msi_tube, 1);
     assign(&interrupts, 1, &relayed_eventfd);

@@ -15,6 +15,7 @@ use std::os::fd::AsFd;
 use std::os::fd::BorrowedFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -29,6 +30,7 @@ use devices::vfio_user_backend::Delivery;
 use devices::vfio_user_backend::HostVisibleBar;
 use devices::vfio_user_backend::HostVisibleMemory;
 use devices::vfio_user_backend::PciDeviceAdapter;
+use devices::vfio_user_backend::PciDeviceFactory;
 use devices::vfio_user_backend::VmServices;
 use devices::virtio::DeviceType;
 use devices::virtio::Interrupt;
@@ -50,10 +52,12 @@ use vfio_user_server::IrqCounts;
 use vfio_user_server::IrqSetRequest;
 use vfio_user_server::ServerCapabilities;
 use vfio_user_server::ShadowMemory;
+use vm_control::api::VmMemoryClient;
 use vm_control::VmIrqRequest;
 use vm_control::VmIrqResponse;
 use vm_control::VmMemoryDestination;
 use vm_control::VmMemorySource;
+use vm_memory::GuestAddress;
 use vm_memory::GuestMemory;
 use zerocopy::IntoBytes;
 
@@ -590,7 +594,8 @@ fn vfio_user_msix_vectors_signal_the_clients_eventfds() {
     });
     let direct = sys::eventfd(true).unwrap();
     assign_msix(&interrupts, 0, Some(&direct));
-    let (services, endpoints, _intx) = VmServices::start(interrupts.clone(), None).unwrap();
+    let (services, endpoints, _intx) =
+        VmServices::start(interrupts.clone(), None, Default::default()).unwrap();
 
     let (_, response) = allocate_msi(&endpoints.msi_tube, 0);
     let VmIrqResponse::Irqfd {
@@ -663,8 +668,12 @@ fn vfio_user_shared_memory_lands_in_the_bar_shadow() {
         bar: 2,
         memory: HostVisibleMemory::Shadow(shadow.clone()),
     };
-    let (_services, endpoints, _intx) =
-        VmServices::start(vfio_user_server::Interrupts::default(), Some(host_visible)).unwrap();
+    let (_services, endpoints, _intx) = VmServices::start(
+        vfio_user_server::Interrupts::default(),
+        Some(host_visible),
+        Default::default(),
+    )
+    .unwrap();
     let client = endpoints.shared_memory_client;
 
     let blob = base::SharedMemory::new("blob", 8192).unwrap();
@@ -848,7 +857,7 @@ fn pmem_adapter(image: &File, writable: bool) -> PciDeviceAdapter {
             0,
             PmemConfig {
                 disk_image: Some(device_image.try_clone()?),
-                mapping_address: vm_memory::GuestAddress(0),
+                mapping_address: GuestAddress(0),
                 mem_slot: MemSlotConfig::SharedMemoryRegion,
                 mapping_size: PMEM_SIZE,
                 pmem_device_tube: tube,
@@ -903,8 +912,12 @@ fn vfio_user_file_region_takes_only_its_own_file() {
         bar: 2,
         memory: HostVisibleMemory::File(Arc::new(region)),
     };
-    let (_services, endpoints, _intx) =
-        VmServices::start(vfio_user_server::Interrupts::default(), Some(host_visible)).unwrap();
+    let (_services, endpoints, _intx) = VmServices::start(
+        vfio_user_server::Interrupts::default(),
+        Some(host_visible),
+        Default::default(),
+    )
+    .unwrap();
     let client = endpoints.shared_memory_client;
     let place = |file: &File, fd_offset: u64, offset: u64| {
         client.register_memory(
@@ -932,4 +945,55 @@ fn vfio_user_file_region_takes_only_its_own_file() {
     let other = tempfile::tempfile().unwrap();
     other.set_len(PMEM_SIZE).unwrap();
     assert!(place(&other, 0, 0).is_err(), "another file");
+}
+
+/// What a balloon frees goes back to the host: a hole is punched in the client's memory file
+/// under exactly that range, and a range outside the client's memory is refused.
+#[test]
+fn vfio_user_freed_memory_returns_to_the_host() {
+    let memory_client: Arc<Mutex<Option<VmMemoryClient>>> = Arc::default();
+    let slot = memory_client.clone();
+    let mut rng = virtio_module_factory(device_virtio_rng::VirtioRngModule);
+    // The rng with the memory client a balloon would use kept here, as a balloon would keep it.
+    let factory: PciDeviceFactory = Box::new(move |memory, mut endpoints| {
+        let (unused, _) = base::Tube::pair()?;
+        let kept = std::mem::replace(
+            &mut endpoints.shared_memory_client,
+            VmMemoryClient::new(unused),
+        );
+        *slot.lock().unwrap() = Some(kept);
+        rng(memory, endpoints)
+    });
+    let memory_kind = HostVisibleMemory::Shadow(ShadowMemory::new());
+    let adapter = PciDeviceAdapter::new(factory, memory_kind, true).unwrap();
+    let (mut client, server) = serve(adapter);
+    let memory = sys::memfd(c"vfio-user-balloon-test", MEMORY_SIZE).unwrap();
+    client.dma_map(&memory);
+    // A BAR access builds the device over the client's maps.
+    client.read_u32(0, DEVICE_STATUS);
+    put(&memory, 0, &vec![0x5a; MEMORY_SIZE as usize]);
+    let allocated = || memory.metadata().unwrap().blocks() * 512;
+    let before = allocated();
+
+    let guard = memory_client.lock().unwrap();
+    let vm = guard.as_ref().expect("the device was built");
+    vm.dynamically_free_memory_ranges(vec![(GuestAddress(MEMORY_BASE + 0x8000), 0x4000)])
+        .unwrap();
+    assert_eq!(allocated(), before - 0x4000);
+    assert!(get(&memory, 0x8000, 0x4000).iter().all(|&b| b == 0));
+    assert!(get(&memory, 0x7000, 0x1000).iter().all(|&b| b == 0x5a));
+    assert!(get(&memory, 0xc000, 0x1000).iter().all(|&b| b == 0x5a));
+    // Past the end of the client's memory: nothing is freed.
+    assert!(vm
+        .dynamically_free_memory_ranges(vec![(
+            GuestAddress(MEMORY_BASE + MEMORY_SIZE - 0x1000),
+            0x2000
+        )])
+        .is_err());
+    assert_eq!(allocated(), before - 0x4000);
+    vm.dynamically_reclaim_memory_ranges(vec![(GuestAddress(MEMORY_BASE + 0x8000), 0x4000)])
+        .unwrap();
+    drop(guard);
+    drop(client);
+    server.join().unwrap();
 }

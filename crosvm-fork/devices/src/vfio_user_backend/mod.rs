@@ -57,6 +57,7 @@ use vfio_user_server::Server;
 use vfio_user_server::ServerCapabilities;
 use vfio_user_server::ShadowMemory;
 use vfio_user_server::Status;
+use vm_control::api::VmMemoryClient;
 use vm_control::AnyControlTube;
 use vm_memory::GuestAddress;
 use vm_memory::GuestMemory;
@@ -94,6 +95,30 @@ pub fn virtio_pci_factory(
             endpoints.msi_tube,
             false,
             shared_memory_client,
+            endpoints.ioevent_client,
+            endpoints.vm_control_tube,
+        )?;
+        Ok(Box::new(device))
+    })
+}
+
+/// As [`virtio_pci_factory`], for a device that asks the VM to manage guest memory: `make` gets
+/// the memory client the VM services answer (a balloon frees the pages its driver gives up
+/// through it). The device may not have a shared memory region, whose mappings go the same way.
+pub fn virtio_pci_factory_with_memory_client(
+    mut make: impl FnMut(VmMemoryClient) -> anyhow::Result<Box<dyn VirtioDevice>> + Send + 'static,
+) -> PciDeviceFactory {
+    Box::new(move |memory, endpoints| {
+        let device = make(endpoints.shared_memory_client)?;
+        if device.get_shared_memory_region().is_some() {
+            bail!("a device given the memory client cannot have a shared memory region");
+        }
+        let device = VirtioPciDevice::new(
+            memory,
+            device,
+            endpoints.msi_tube,
+            false,
+            None,
             endpoints.ioevent_client,
             endpoints.vm_control_tube,
         )?;
@@ -159,7 +184,8 @@ fn build_instance(
     let memory_generation = memory.generation();
     let guest_memory = guest_memory_from_maps(memory)?;
     let memory_guards = guard_guest_memory(memory, &guest_memory)?;
-    let (services, endpoints, intx) = VmServices::start(interrupts, host_visible.clone())?;
+    let (services, endpoints, intx) =
+        VmServices::start(interrupts, host_visible.clone(), memory.clone())?;
     let mut device = factory(guest_memory, endpoints)?;
     let mut allocator = standalone_allocator()?;
     device.allocate_address(&mut allocator)?;

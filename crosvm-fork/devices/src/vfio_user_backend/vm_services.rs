@@ -18,6 +18,10 @@
 //!   BAR): the file is placed in the BAR's [`ShadowMemory`], which the client maps, before the
 //!   request is answered; its region id is its offset in the BAR. A BAR that is one file
 //!   ([`FileRegion`], virtio-pmem's image) takes only that file, where it already is.
+//! - memory a balloon frees (`VmMemoryRequest::DynamicallyFreeMemoryRanges`): a hole is punched in
+//!   the client's memory file under each range, so the host gets the pages back as crosvm's VM
+//!   would give them; reclaiming needs nothing (the pages return when touched), and the target
+//!   reached is only acknowledged.
 //! - the VM control tube (`VmRequest`): only the PM wakeup GPE, answered `Ok`.
 //! - the INTx trigger, relayed to the client as an edge that the client's unmask resamples: crosvm
 //!   takes INTx's events once, at `assign_irq`, before the client gives its eventfd.
@@ -46,6 +50,7 @@ use sync::Mutex;
 use vfio_user_server::protocol::PCI_MSIX_IRQ_INDEX;
 use vfio_user_server::EventfdId;
 use vfio_user_server::FileRegion;
+use vfio_user_server::GuestMemory as ClientMemory;
 use vfio_user_server::Interrupts;
 use vfio_user_server::RegionMapQueue;
 use vfio_user_server::RegionMmap;
@@ -70,7 +75,8 @@ pub struct VmEndpoints {
     pub msi_tube: Tube,
     /// For ioevent registration (`ioevent_vm_memory_client`).
     pub ioevent_client: VmMemoryClient,
-    /// For shared-memory mappings; a device without a shared-memory region drops it.
+    /// For shared-memory mappings, and a balloon's freed memory; a device that needs neither
+    /// drops it.
     pub shared_memory_client: VmMemoryClient,
     /// `VirtioPciDevice::new`'s `vm_control_tube`.
     pub vm_control_tube: Tube,
@@ -209,6 +215,8 @@ struct Responder {
     next_gsi: u32,
     io_events: IoEvents,
     host_visible: Option<HostVisibleBar>,
+    /// The client's memory, for a balloon's freed ranges.
+    memory: ClientMemory,
 }
 
 #[derive(EventToken)]
@@ -228,6 +236,7 @@ impl VmServices {
     pub fn start(
         interrupts: Interrupts,
         host_visible: Option<HostVisibleBar>,
+        memory: ClientMemory,
     ) -> anyhow::Result<(VmServices, VmEndpoints, IrqLevelEvent)> {
         let (msi_tube, msi) = Tube::pair().context("msi tube")?;
         let (ioevent_tube, ioevent) = Tube::pair().context("ioevent tube")?;
@@ -249,6 +258,7 @@ impl VmServices {
             next_gsi: 24,
             io_events: io_events.clone(),
             host_visible,
+            memory,
         };
         let intx_resample = intx.get_resample().try_clone()?;
         let worker = WorkerThread::start("v_vfio_user_vm", move |kill| {
@@ -492,6 +502,24 @@ impl Responder {
         &mut self,
         request: VmMemoryRequest,
     ) -> anyhow::Result<VmMemoryResponse> {
+        match request {
+            VmMemoryRequest::DynamicallyFreeMemoryRanges { ranges } => {
+                for (address, len) in ranges {
+                    self.memory
+                        .release(address.offset(), len)
+                        .with_context(|| format!("freeing {:#x}+{len:#x}", address.offset()))?;
+                }
+                return Ok(VmMemoryResponse::Ok);
+            }
+            // The pages come back when the guest touches them.
+            VmMemoryRequest::DynamicallyReclaimMemoryRanges { .. } => {
+                return Ok(VmMemoryResponse::Ok)
+            }
+            // Only a hypervisor that follows the balloon acts on it (crosvm's
+            // `Vm::handle_balloon_event`); vfio-user has no message for it.
+            VmMemoryRequest::BalloonTargetReached { .. } => return Ok(VmMemoryResponse::Ok),
+            _ => {}
+        }
         let Some(host_visible) = &self.host_visible else {
             bail!("the device has no host-visible BAR");
         };

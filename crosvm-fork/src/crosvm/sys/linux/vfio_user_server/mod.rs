@@ -8,6 +8,8 @@
 //! One file per device: its options, as `crosvm run` and the vhost-user backends spell them,
 //! and how its device is built for each client.
 
+#[cfg(feature = "balloon")]
+mod balloon;
 mod block;
 mod console;
 mod fs;
@@ -62,6 +64,8 @@ enum DeviceOptions {
     Scsi(scsi::ScsiOptions),
     P9(p9::P9Options),
     Pmem(pmem::PmemOptions),
+    #[cfg(feature = "balloon")]
+    Balloon(balloon::BalloonOptions),
 }
 
 /// `--socket` is a synonym of `--socket-path`, as for crosvm's vhost-user backends.
@@ -93,5 +97,7 @@ pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
         DeviceOptions::Scsi(options) => scsi::run(options, poll),
         DeviceOptions::P9(options) => p9::run(options, poll),
         DeviceOptions::Pmem(options) => pmem::run(options, poll),
+        #[cfg(feature = "balloon")]
+        DeviceOptions::Balloon(options) => balloon::run(options, poll),
     }
 }
