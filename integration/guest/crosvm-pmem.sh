@@ -6,7 +6,9 @@
 # Guest script for virtio-pmem whose image is its shared memory BAR: the disk found as
 # /dev/pmem0, with the shared memory region feature (bit 0) negotiated. With step=write, a 1 MiB
 # pattern is written at 1 MiB and flushed (the fsync reaches the device as a pmem flush); every
-# step reads back what is at 1 MiB, and the line the host wrote at 3 MiB.
+# step reads back what is at 1 MiB, and the line the host wrote at 3 MiB. With step=ro (a
+# read-only image), a page of ones is stored at 4 MiB, which the server refuses: the page reads
+# back as the zeros it held.
 # Runs after report-device.sh, which reports the function and its drivers; step is set before.
 
 for _ in $(seq 50); do
@@ -28,5 +30,12 @@ if [ "$step" = write ]; then
 fi
 back=$(dd if=/dev/pmem0 bs=1M skip=1 count=1 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
 echo "@@RESULT pmem.readback_md5=$back"
+if [ "$step" = ro ]; then
+    dd if=/dev/zero bs=4096 count=1 2>/dev/null | tr '\0' '\377' >/tmp/ones
+    dd if=/tmp/ones of=/dev/pmem0 bs=4096 seek=1024 count=1 oflag=direct 2>/dev/null
+    zeros=$(dd if=/dev/zero bs=4096 count=1 2>/dev/null | md5sum | cut -d' ' -f1)
+    page=$(dd if=/dev/pmem0 bs=4096 skip=1024 count=1 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)
+    [ "$page" = "$zeros" ] && echo "@@RESULT pmem.store_refused=1" || echo "@@RESULT pmem.store_refused=0"
+fi
 marker=$(dd if=/dev/pmem0 bs=4096 skip=768 count=1 iflag=direct 2>/dev/null | head -n 1)
 echo "@@RESULT pmem.host_line=$marker"

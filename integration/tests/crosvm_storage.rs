@@ -120,8 +120,9 @@ fn crosvm_9p_shares_a_directory() -> Checked {
 
 /// virtio-pmem on an image that the client maps from the file itself: the guest writes a pattern
 /// and flushes it, and the host finds it in the image; the guest sees a line the host wrote in
-/// the image beforehand; a second boot reads the pattern back. The image is 6 MiB, so its 8 MiB
-/// BAR is mappable only up to the image's end.
+/// the image beforehand; a second boot reads the pattern back, and a third, of the image
+/// read-only, reads it through the server, which refuses the guest's stores. The image is 6 MiB,
+/// so its 8 MiB BAR is mappable only up to the image's end.
 fn crosvm_pmem_guest_writes_reach_the_image() -> Checked {
     let crosvm = crosvm_serving("pmem")?;
     let scratch = Scratch::new("crosvm-pmem")?;
@@ -133,9 +134,10 @@ fn crosvm_pmem_guest_writes_reach_the_image() -> Checked {
         boot_in(
             &format!("crosvm-pmem-{step}"),
             format!(
-                "{} device vfio-user-server pmem --socket {{socket}} --pmem {} {}",
+                "{} device vfio-user-server pmem --socket {{socket}} --pmem {}{} {}",
                 shell_quote_path(&crosvm),
                 shell_quote_path(&image),
+                if step == "ro" { ",ro=true" } else { "" },
                 sandboxed()?
             ),
             &with_device_report(&format!(
@@ -168,6 +170,22 @@ fn crosvm_pmem_guest_writes_reach_the_image() -> Checked {
     assert_eq!(
         run.result("pmem.readback_md5")?,
         run.result("pmem.pattern_md5")?
+    );
+
+    // Read-only, the BAR is trapped: the guest reads the image through the server, which
+    // refuses its stores.
+    let run = boot("ro")?;
+    assert_eq!(
+        run.result("pmem.readback_md5")?,
+        run.result("pmem.pattern_md5")?
+    );
+    assert_eq!(run.result("pmem.host_line")?, "written by the host");
+    assert_eq!(run.result("pmem.store_refused")?, "1");
+    let mut page = vec![0u8; 4096];
+    std::fs::File::open(&image)?.read_exact_at(&mut page, 4 << 20)?;
+    assert!(
+        page.iter().all(|&b| b == 0),
+        "the read-only image is unchanged"
     );
     Ok(())
 }

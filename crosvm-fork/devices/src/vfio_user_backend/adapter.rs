@@ -63,6 +63,10 @@ use super::HostVisibleMemory;
 use super::Instance;
 use super::PciDeviceFactory;
 
+/// The BAR of a virtio-pci device's shared memory region (`SHMEM_BAR_NUM` in crosvm's
+/// `VirtioPciDevice`).
+const VIRTIO_SHARED_MEMORY_BAR: u8 = 2;
+
 /// Config writes kept for a rebuild; a client that writes more before touching a BAR keeps the
 /// device built from the earlier maps.
 const MAX_REPLAYED_WRITES: usize = 4096;
@@ -90,11 +94,18 @@ impl PciDeviceAdapter {
         memory: HostVisibleMemory,
         mappable: bool,
     ) -> anyhow::Result<PciDeviceAdapter> {
+        // A device may place memory in its BAR as it is built (virtio-pmem its image): the
+        // probe gets the memory at virtio-pci's shared memory BAR, the one BAR a virtio device
+        // maps into (found again from the capability below).
+        let probe_host_visible = HostVisibleBar {
+            bar: VIRTIO_SHARED_MEMORY_BAR,
+            memory: memory.clone(),
+        };
         let probe = build_instance(
             &mut factory,
             &ClientMemory::default(),
             Interrupts::default(),
-            None,
+            Some(probe_host_visible),
         )
         .context("failed to build the device")?;
         let msix = MsixLayout::parse(probe.device.as_ref());
