@@ -213,7 +213,7 @@ fn crosvm_gpu_binds_and_scans_out() -> Checked {
         &["virtio_gpu"],
         "",
         Some(&Jail {
-            relay_dir: true,
+            relay_dir: Some("gpu"),
             proc: true,
             ..Jail::empty()
         }),
@@ -510,7 +510,7 @@ fn crosvm_gpu_cross_domain_compositor_files_reach_the_guest() -> Checked {
     let program = programs::build(&env, "wayland-pattern")?;
     let jail = Jail {
         shown: vec![dir.clone()],
-        relay_dir: true,
+        relay_dir: Some("gpu"),
         proc: true,
         ..Jail::empty()
     };
@@ -852,7 +852,7 @@ fn cross_domain_frames_reach<C: Compositor + Send + Sync + 'static>(
             .parent()
             .context("the compositor's socket has no directory")?
             .to_path_buf()],
-        relay_dir: true,
+        relay_dir: Some("gpu"),
         proc: true,
         ..Jail::empty()
     };

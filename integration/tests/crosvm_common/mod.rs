@@ -149,9 +149,9 @@ pub fn serving_process(pid: u32) -> Result<u32> {
 pub struct Jail {
     /// The host paths bind-mounted into its root, at the same paths.
     pub shown: Vec<PathBuf>,
-    /// gpu: also the private directory its relays listen in, named after the process that
-    /// forked the sandbox.
-    pub relay_dir: bool,
+    /// gpu, wl: also the private directory its relays listen in, named after the device and the
+    /// process that forked the sandbox.
+    pub relay_dir: Option<&'static str>,
     /// gpu: a /proc of its own.
     pub proc: bool,
     /// net: it stays in the network namespace of the process that started it.
@@ -233,8 +233,8 @@ pub fn assert_confined(pid: u32, name: &str, jail: &Jail) -> Result<()> {
         }
     }
     let mut shown = jail.shown.clone();
-    if jail.relay_dir {
-        shown.push(std::env::temp_dir().join(format!("crosvm-vfio-user-gpu-{parent}")));
+    if let Some(device) = jail.relay_dir {
+        shown.push(std::env::temp_dir().join(format!("crosvm-vfio-user-{device}-{parent}")));
     }
     if jail.proc {
         shown.push(PathBuf::from("/proc"));

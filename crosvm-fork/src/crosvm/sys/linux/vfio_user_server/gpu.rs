@@ -5,10 +5,8 @@
 //! `crosvm device vfio-user-server gpu`: virtio-gpu; its compositors are reached through relays.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,10 +16,7 @@ use base::RecvTube;
 use base::Tube;
 use devices::parse_wayland_sock;
 use devices::vfio_user_backend;
-use devices::vfio_user_backend::vfio_user_server::FilterFactory;
 use devices::vfio_user_backend::vfio_user_server::ShadowMemory;
-use devices::vfio_user_backend::vfio_user_server::SocketRelay;
-use devices::vfio_user_backend::vfio_user_server::StreamFilter;
 use devices::virtio::base_features;
 use devices::virtio::DisplayBackend;
 use devices::virtio::Gpu;
@@ -34,6 +29,9 @@ use super::sandbox;
 use super::sandbox::ServerSocket;
 use super::sandbox::Shows;
 use super::socket_path;
+use super::wayland_relays;
+use super::wayland_relays::RelayDir;
+use super::wayland_relays::WaylandRelays;
 
 #[derive(FromArgs)]
 #[argh(subcommand, name = "gpu")]
@@ -100,24 +98,10 @@ pub(super) struct GpuOptions {
 pub(super) fn run(gpu: GpuOptions, poll: Duration) -> anyhow::Result<()> {
     let path = socket_path(gpu.socket, gpu.socket_path)?;
     let socket = ServerSocket::open(path.as_deref(), gpu.fd)?;
-    let mut sockets = BTreeMap::new();
-    for (name, path) in gpu.wayland_sock {
-        // Absolute, so that the sandbox finds it where it shows it.
-        let path = std::path::absolute(&path)
-            .with_context(|| format!("wayland socket {}", path.display()))?;
-        sockets.insert(name, path);
-    }
-    let relay_dir = RelayDir::create()?;
+    let sockets = wayland_relays::absolute_sockets(gpu.wayland_sock)?;
+    let relay_dir = RelayDir::create("gpu")?;
     let jail = sandbox::jail_unless_disabled(gpu.disable_sandbox, &gpu.jail, |config| {
-        let mut binds = vec![(relay_dir.path.clone(), true)];
-        for path in sockets.values() {
-            let dir = path
-                .parent()
-                .with_context(|| format!("wayland socket {} has no parent", path.display()))?;
-            binds.push((dir.to_path_buf(), false));
-        }
-        binds.sort();
-        binds.dedup();
+        let binds = relay_dir.binds(&sockets)?;
         // The cross-domain context tells the files it receives apart by their links in
         // /proc/self/fd (memfd, dmabuf, eventfd), as in crosvm's own gpu jail.
         let shows = Shows {
@@ -221,62 +205,4 @@ fn gpu_device(
         None,
     );
     Ok((Box::new(gpu), (exit_evt_rdtube, gpu_control_host)))
-}
-
-/// The private directory the relays listen in, made before the sandbox (which shows it) and
-/// removed, with whatever a killed server left in it, when serving ends.
-struct RelayDir {
-    path: PathBuf,
-}
-
-impl RelayDir {
-    fn create() -> anyhow::Result<RelayDir> {
-        let path =
-            std::env::temp_dir().join(format!("crosvm-vfio-user-gpu-{}", std::process::id()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        Ok(RelayDir { path })
-    }
-}
-
-impl Drop for RelayDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// One relay per `--wayland-sock` socket, listening in the relay directory.
-struct WaylandRelays {
-    relays: BTreeMap<String, SocketRelay>,
-}
-
-impl WaylandRelays {
-    fn start(
-        dir: &Path,
-        sockets: &BTreeMap<String, PathBuf>,
-        shadow: &Arc<ShadowMemory>,
-        zero_copy: bool,
-    ) -> anyhow::Result<WaylandRelays> {
-        let filters: Option<FilterFactory> = zero_copy.then(|| {
-            Arc::new(|| Box::new(wl_shm_rewrite::Rewriter::new()) as Box<dyn StreamFilter>)
-                as FilterFactory
-        });
-        let mut relays = BTreeMap::new();
-        for (i, (name, peer)) in sockets.iter().enumerate() {
-            let listen = dir.join(format!("wayland-{i}"));
-            let relay = SocketRelay::start_filtered(&listen, peer, shadow.clone(), filters.clone())
-                .with_context(|| format!("relaying {} at {}", peer.display(), listen.display()))?;
-            relays.insert(name.clone(), relay);
-        }
-        Ok(WaylandRelays { relays })
-    }
-
-    fn channels(&self) -> BTreeMap<String, PathBuf> {
-        self.relays
-            .iter()
-            .map(|(name, relay)| (name.clone(), relay.path().to_path_buf()))
-            .collect()
-    }
 }

@@ -26,6 +26,10 @@ mod scsi;
 #[cfg(feature = "audio")]
 mod snd;
 mod vsock;
+#[cfg(any(feature = "gpu", feature = "virtio_wl"))]
+mod wayland_relays;
+#[cfg(feature = "virtio_wl")]
+mod wl;
 
 use std::time::Duration;
 
@@ -66,6 +70,8 @@ enum DeviceOptions {
     Pmem(pmem::PmemOptions),
     #[cfg(feature = "balloon")]
     Balloon(balloon::BalloonOptions),
+    #[cfg(feature = "virtio_wl")]
+    Wl(wl::WlOptions),
 }
 
 /// `--socket` is a synonym of `--socket-path`, as for crosvm's vhost-user backends.
@@ -99,5 +105,7 @@ pub fn run_vfio_user_server(options: Options) -> anyhow::Result<()> {
         DeviceOptions::Pmem(options) => pmem::run(options, poll),
         #[cfg(feature = "balloon")]
         DeviceOptions::Balloon(options) => balloon::run(options, poll),
+        #[cfg(feature = "virtio_wl")]
+        DeviceOptions::Wl(options) => wl::run(options, poll),
     }
 }
