@@ -36,6 +36,7 @@ use crosvm_common::run_confined;
 use crosvm_common::sandboxed;
 use crosvm_common::with_device_report;
 use crosvm_common::Jail;
+use crosvm_common::Scratch;
 
 const MIB: u64 = 1 << 20;
 /// How far the host inflates the balloon, of the guest's 512 MiB.
@@ -117,9 +118,8 @@ fn adjust_balloon(crosvm: &Path, control: &Path, target: u64) -> Result<Duration
 /// back intact.
 fn crosvm_balloon_returns_memory_to_the_host() -> Checked {
     let crosvm = crosvm_serving("balloon")?;
-    let scratch = std::env::temp_dir().join(format!("vfio-user-balloon-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch)?;
-    let control = scratch.join("control.sock");
+    let scratch = Scratch::new("crosvm-balloon")?;
+    let control = scratch.0.join("control.sock");
     let token = format!("vfio_user_balloon_check={}", std::process::id());
     let measured: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let failures: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -166,9 +166,7 @@ fn crosvm_balloon_returns_memory_to_the_host() -> Checked {
         responder: Some(responder),
         ..Boot::default()
     };
-    let run = run_confined(&env, &boot, &Jail::empty());
-    let _ = std::fs::remove_dir_all(&scratch);
-    let run = run?;
+    let run = run_confined(&env, &boot, &Jail::empty())?;
     run.check()?;
     let failures = failures.lock().unwrap();
     assert!(failures.is_empty(), "host steps failed: {failures:?}");

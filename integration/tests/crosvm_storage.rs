@@ -23,24 +23,7 @@ use crosvm_common::pattern;
 use crosvm_common::sandboxed;
 use crosvm_common::with_device_report;
 use crosvm_common::Jail;
-
-/// A scratch directory of the check `name`, removed when dropped.
-struct Scratch(std::path::PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> std::io::Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("vfio-user-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crosvm_common::Scratch;
 
 /// virtio-scsi on a disk image, from a sandbox that shows nothing of the host: the guest finds
 /// the disk, writes a pattern and reads it back, and the host finds it in the image.

@@ -26,16 +26,16 @@ use crosvm_common::no_seccomp_violation;
 use crosvm_common::sandboxed;
 use crosvm_common::with_device_report;
 use crosvm_common::Jail;
+use crosvm_common::Scratch;
 
 /// virtio-wl, from a sandbox that shows its compositor's directory and its relays' own: the
 /// guest finds the function, a virtio device of type 63 (wl) with no driver, and its 4 GiB
 /// shared memory BAR.
 fn crosvm_wl_is_served_with_its_shared_memory_bar() -> Checked {
     let crosvm = crosvm_serving("wl")?;
-    let dir = std::env::temp_dir().join(format!("vfio-user-wl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let scratch = Scratch::new("crosvm-wl")?;
     // A compositor's socket that nobody reaches: without a guest driver, no context is made.
-    let compositor = dir.join("wayland-0");
+    let compositor = scratch.0.join("wayland-0");
     let _listener = UnixListener::bind(&compositor)?;
     let run = boot_in(
         "crosvm-wl",
@@ -49,13 +49,11 @@ fn crosvm_wl_is_served_with_its_shared_memory_bar() -> Checked {
         &[],
         "",
         Some(&Jail {
-            shown: vec![dir.clone()],
+            shown: vec![scratch.0.clone()],
             relay_dir: Some("wl"),
             ..Jail::empty()
         }),
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    let run = run?;
+    )?;
     assert_eq!(run.result("pci.device")?, "0x107f");
     assert_eq!(run.result("wl.virtio_device")?, "0x003f");
     assert_eq!(run.result("wl.driver")?, "none");

@@ -389,3 +389,21 @@ pub fn no_seccomp_violation(name: &str, check: fn() -> Checked) -> Checked {
 pub fn pattern(line: &[u8]) -> Vec<u8> {
     line.iter().copied().cycle().take(1 << 20).collect()
 }
+
+/// A scratch directory of the check `name`, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> std::io::Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!("vfio-user-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
