@@ -9,20 +9,38 @@
 //!     CROSVM_BIN=/path/to/crosvm cargo test -p integration --test crosvm_wl
 //!
 //! The guest's stock kernel has no virtio_wl driver (upstream Linux never took it; ChromeOS
-//! kernels carry it), so the check goes as far as a guest can without one: the function and
-//! its shared memory BAR, as the VMM placed them.
+//! kernels carry it), so the first check goes as far as a guest can without one: the function
+//! and its shared memory BAR, as the VMM placed them. The second drives the device through the
+//! ChromeOS driver built for the guest's kernel, given as VIRTIO_WL_MODULE (a `virtio_wl.ko`
+//! whose vermagic matches that kernel); it is reported as ignored without it:
+//!
+//!     CROSVM_BIN=/path/to/crosvm VIRTIO_WL_MODULE=/path/to/virtio_wl.ko \
+//!         cargo test -p integration --test crosvm_wl
 
 use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use integration::checks;
+use integration::checks::require;
+use integration::checks::skip;
 use integration::checks::Checked;
+use integration::guest::compositor::is_root;
+use integration::guest::compositor::Weston;
+use integration::guest::programs;
 use integration::guest::shell_quote_path;
+use integration::guest::Boot;
+use integration::guest::GuestEnv;
+use integration::guest::Responder;
 
 mod crosvm_common;
 
 use crosvm_common::boot_in;
 use crosvm_common::crosvm_serving;
 use crosvm_common::no_seccomp_violation;
+use crosvm_common::run_confined;
 use crosvm_common::sandboxed;
 use crosvm_common::with_device_report;
 use crosvm_common::Jail;
@@ -61,12 +79,109 @@ fn crosvm_wl_is_served_with_its_shared_memory_bar() -> Checked {
     Ok(())
 }
 
+/// The ChromeOS virtio_wl driver for the guest's kernel, from VIRTIO_WL_MODULE.
+fn virtio_wl_module() -> Result<PathBuf, checks::NotPassed> {
+    let Some(path) = std::env::var_os("VIRTIO_WL_MODULE") else {
+        return Err(skip(
+            "needs VIRTIO_WL_MODULE: the ChromeOS virtio_wl driver built for the guest's kernel \
+             (upstream Linux has none)",
+        ));
+    };
+    let path = PathBuf::from(path);
+    if !path.is_file() {
+        return Err(skip(format!(
+            "VIRTIO_WL_MODULE {} is no file",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// virtio-wl driven by a guest with the ChromeOS driver: a program of ours makes a context to
+/// weston (headless, on the host), allocates its buffer through the device, draws a pattern in
+/// it through the shared memory BAR and shows it fullscreen; weston's screenshot must be the
+/// pattern, for two frames that differ at every pixel.
+fn crosvm_wl_frames_reach_weston() -> Checked {
+    let crosvm = crosvm_serving("wl")?;
+    let module = virtio_wl_module()?;
+    require(
+        is_root(),
+        "the compositors run under chroot, which needs root",
+    )?;
+    let env = GuestEnv::prepare()?;
+    let name = "crosvm-wl-weston";
+    let (width, height) = (640, 480);
+    let compositor = Arc::new(Weston::start(&env, name, width, height)?);
+    let program = programs::build(&env, "wl-pattern")?;
+    let shown: Arc<Mutex<Vec<Result<u32, String>>>> = Arc::default();
+    let responder = {
+        let (compositor, shown) = (compositor.clone(), shown.clone());
+        Responder(Arc::new(move |line: &str| {
+            let rest = line.split("@@SHOW ").nth(1)?;
+            let field = |key: &str| -> Option<u32> {
+                rest.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+            };
+            let (frame, w, h) = (field("frame")?, field("width")?, field("height")?);
+            let on_screen = compositor
+                .wait_for_frame(w, h, |x, y| guest_programs::pattern(frame, x, y, w, h))
+                .map(|()| frame)
+                .map_err(|diff| format!("frame {frame} never on screen: {diff}"));
+            shown.lock().unwrap().push(on_screen);
+            Some("\n".to_string())
+        }))
+    };
+    let socket = compositor.socket();
+    let boot = Boot {
+        name: name.to_string(),
+        servers: vec![format!(
+            "{} device vfio-user-server wl --socket {{socket}} --wayland-sock {} {}",
+            shell_quote_path(&crosvm),
+            shell_quote_path(&socket),
+            sandboxed()?
+        )],
+        script: "insmod /lib/virtio_wl.ko || exit 1\n\
+                 for _ in $(seq 50); do [ -e /dev/wl0 ] && break; sleep 0.1; done\n\
+                 /bin/wl-pattern 2\n"
+            .to_string(),
+        echo_prefix: Some(format!("[{name}] ")),
+        timeout: Duration::from_secs(300),
+        files: vec![
+            ("/bin/wl-pattern".to_string(), program),
+            ("/lib/virtio_wl.ko".to_string(), module),
+        ],
+        responder: Some(responder),
+        ..Boot::default()
+    };
+    let jail = Jail {
+        shown: vec![socket
+            .parent()
+            .ok_or_else(|| skip("the compositor's socket has no directory"))?
+            .to_path_buf()],
+        relay_dir: Some("wl"),
+        ..Jail::empty()
+    };
+    let run = run_confined(&env, &boot, &jail)?;
+    run.check()?;
+    assert_eq!(run.result("wayland.size")?, format!("{width}x{height}"));
+    assert_eq!(run.result("frames.shown")?, "2");
+    let shown = shown.lock().unwrap();
+    assert_eq!(*shown, vec![Ok(0), Ok(1)], "frames on weston's screen");
+    Ok(())
+}
+
 fn main() {
     checks::run_around(
         no_seccomp_violation,
-        &[(
-            "crosvm_wl_is_served_with_its_shared_memory_bar",
-            crosvm_wl_is_served_with_its_shared_memory_bar,
-        )],
+        &[
+            (
+                "crosvm_wl_is_served_with_its_shared_memory_bar",
+                crosvm_wl_is_served_with_its_shared_memory_bar,
+            ),
+            (
+                "crosvm_wl_frames_reach_weston",
+                crosvm_wl_frames_reach_weston,
+            ),
+        ],
     );
 }

@@ -578,6 +578,7 @@ impl<'d, T: Transport + Pollable> Connection<'d, T> {
             memory: &self.memory,
             interrupts: &self.interrupts,
             client: &mut self.channel,
+            bars: &self.bars,
         };
         f(&mut *self.device, &mut ctx)
     }

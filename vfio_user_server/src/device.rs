@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::guest_memory::GuestMemory;
 use crate::irq::Interrupts;
 use crate::irq::IrqCounts;
+use crate::pci::BarRegisters;
 use crate::region_map::RegionMapQueue;
 
 /// The type bits a BAR register reports; the server emulates BAR sizing from them and the
@@ -112,6 +113,7 @@ pub struct DeviceContext<'a> {
     pub(crate) memory: &'a GuestMemory,
     pub(crate) interrupts: &'a Interrupts,
     pub(crate) client: &'a mut dyn ClientDma,
+    pub(crate) bars: &'a BarRegisters,
 }
 
 /// DMA_READ/DMA_WRITE sent to the client, implemented by the connection.
@@ -127,6 +129,14 @@ impl DeviceContext<'_> {
 
     pub fn interrupts(&self) -> &Interrupts {
         self.interrupts
+    }
+
+    /// Where the client last placed BAR `index`, as programmed into the BAR registers the server
+    /// emulates (`DeviceDescription::emulate_bars`); `None` for a BAR that is not one (the upper
+    /// half of a 64-bit BAR, an index past the last), 0 until programmed. A device whose guest
+    /// driver reads addresses inside a BAR from the device learns them here.
+    pub fn bar_address(&self, index: usize) -> Option<u64> {
+        self.bars.address(index)
     }
 
     /// Reads client memory: directly where the client shared an fd, with DMA_READ messages

@@ -727,6 +727,8 @@ fn vfio_user_shared_memory_lands_in_the_bar_shadow() {
 /// memory looks to the transport; the test drives its mapper as the GPU would.
 struct HostVisibleDevice {
     mapper: Arc<Mutex<Option<Box<dyn SharedMemoryMapper>>>>,
+    /// Where each build of the device was told its shared memory region lies.
+    placed: Arc<Mutex<Vec<u64>>>,
 }
 
 const HOST_VISIBLE_SIZE: u64 = 0x10000;
@@ -763,6 +765,10 @@ impl VirtioDevice for HostVisibleDevice {
     fn set_shared_memory_mapper(&mut self, mapper: Box<dyn SharedMemoryMapper>) {
         *self.mapper.lock().unwrap() = Some(mapper);
     }
+
+    fn set_shared_memory_region(&mut self, region: resources::AddressRange) {
+        self.placed.lock().unwrap().push(region.start);
+    }
 }
 
 fn host_visible_adapter(
@@ -771,16 +777,30 @@ fn host_visible_adapter(
     PciDeviceAdapter,
     Arc<Mutex<Option<Box<dyn SharedMemoryMapper>>>>,
 ) {
+    let (adapter, mapper, _) = host_visible_adapter_placing(mappable);
+    (adapter, mapper)
+}
+
+/// `host_visible_adapter`, and where each build of the device was told its region lies.
+fn host_visible_adapter_placing(
+    mappable: bool,
+) -> (
+    PciDeviceAdapter,
+    Arc<Mutex<Option<Box<dyn SharedMemoryMapper>>>>,
+    Arc<Mutex<Vec<u64>>>,
+) {
     let mapper: Arc<Mutex<Option<Box<dyn SharedMemoryMapper>>>> = Arc::default();
-    let slot = mapper.clone();
+    let placed: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let (slot, builds) = (mapper.clone(), placed.clone());
     let factory = virtio_pci_factory(move || {
         Ok(Box::new(HostVisibleDevice {
             mapper: slot.clone(),
+            placed: builds.clone(),
         }) as Box<dyn VirtioDevice>)
     });
     let memory = HostVisibleMemory::Shadow(ShadowMemory::new());
     let adapter = PciDeviceAdapter::new(factory, memory, mappable).unwrap();
-    (adapter, mapper)
+    (adapter, mapper, placed)
 }
 
 fn region_flags(client: &mut Client, index: u32) -> u32 {
@@ -994,6 +1014,23 @@ fn vfio_user_freed_memory_returns_to_the_host() {
     vm.dynamically_reclaim_memory_ranges(vec![(GuestAddress(MEMORY_BASE + 0x8000), 0x4000)])
         .unwrap();
     drop(guard);
+    drop(client);
+    server.join().unwrap();
+}
+
+/// The device is told where the client placed its shared memory BAR: the BAR's registers as the
+/// client programmed them, read at the first BAR access, which builds the device again if it was
+/// told otherwise.
+#[test]
+fn vfio_user_device_learns_where_the_client_placed_its_shared_memory() {
+    let (adapter, _mapper, placed) = host_visible_adapter_placing(true);
+    let (mut client, server) = serve(adapter);
+    // BAR2 (64-bit, prefetchable) at 0x40_0000_0000, as a guest's firmware would place it.
+    let config = PCI_CONFIG_REGION_INDEX;
+    client.write(config, 0x18, &0u32.to_le_bytes());
+    client.write(config, 0x1c, &0x40u32.to_le_bytes());
+    client.read_u32(0, DEVICE_STATUS);
+    assert_eq!(placed.lock().unwrap().last(), Some(&0x40_0000_0000));
     drop(client);
     server.join().unwrap();
 }

@@ -8,7 +8,9 @@
 //! is only known from its DMA_MAPs, which QEMU sends before config accesses and
 //! cloud-hypervisor after its capability walk. So the device is built lazily from the maps there
 //! are at the first access, and built again at the first BAR access if the maps changed since
-//! (firmware remaps low memory while it enumerates), replaying the client's config writes. From
+//! (firmware remaps low memory while it enumerates), replaying the client's config writes. It is
+//! also built again then if the client has placed the shared memory BAR, which the device is
+//! then told (virtio-wl hands drivers without VIRTIO_WL_F_USE_SHMEM addresses inside it). From
 //! the first BAR access on, the device is kept until DEVICE_RESET or the disconnect; a fresh one
 //! serves the next client.
 //!
@@ -39,6 +41,7 @@ use anyhow::Context;
 use base::debug;
 use base::error;
 use base::warn;
+use resources::AddressRange;
 use vfio_user_server::protocol::PCI_CONFIG_REGION_INDEX;
 use vfio_user_server::protocol::PCI_INTX_IRQ_INDEX;
 use vfio_user_server::protocol::PCI_MSIX_IRQ_INDEX;
@@ -106,6 +109,7 @@ impl PciDeviceAdapter {
             &ClientMemory::default(),
             Interrupts::default(),
             Some(probe_host_visible),
+            None,
         )
         .context("failed to build the device")?;
         let msix = MsixLayout::parse(probe.device.as_ref());
@@ -133,11 +137,16 @@ impl PciDeviceAdapter {
     }
 
     fn build(&mut self) -> io::Result<Instance> {
+        self.build_placing(None)
+    }
+
+    fn build_placing(&mut self, shared_memory_at: Option<AddressRange>) -> io::Result<Instance> {
         build_instance(
             &mut self.factory,
             &self.memory,
             self.interrupts.clone(),
             self.host_visible.clone(),
+            shared_memory_at,
         )
         .map_err(|e| {
             error!("vfio-user: failed to build the device: {e:#}");
@@ -146,25 +155,39 @@ impl PciDeviceAdapter {
     }
 
     /// The device for a BAR access: rebuilt first if this is the first one and the client's
-    /// maps changed since the device was built.
-    fn started_instance(&mut self) -> io::Result<&mut Instance> {
+    /// maps changed since the device was built, or the client placed the shared memory BAR
+    /// elsewhere than the device was told.
+    fn started_instance(&mut self, ctx: &DeviceContext) -> io::Result<&mut Instance> {
         let generation = self.memory.generation();
-        let stale = self
-            .instance
-            .as_ref()
-            .is_some_and(|i| !i.started && i.memory_generation != generation);
+        let placed = self.shared_memory_placement(ctx);
+        let stale = self.instance.as_ref().is_some_and(|i| {
+            !i.started
+                && (i.memory_generation != generation
+                    || i.shared_memory_at != placed.map(|range| range.start))
+        });
         if stale && self.config_writes.len() < MAX_REPLAYED_WRITES {
             self.instance = None;
-            let mut instance = self.build()?;
+            let mut instance = self.build_placing(placed)?;
             for (offset, data) in &self.config_writes {
                 write_config(instance.device.as_mut(), *offset, data);
             }
             self.instance = Some(instance);
             self.sync_msix()?;
         }
+        if self.instance.is_none() {
+            self.instance = Some(self.build_placing(placed)?);
+        }
         let instance = self.instance()?;
         instance.started = true;
         Ok(instance)
+    }
+
+    /// Where the client placed the shared memory BAR, once it has.
+    fn shared_memory_placement(&self, ctx: &DeviceContext) -> Option<AddressRange> {
+        let bar = self.host_visible.as_ref()?.bar;
+        let size = self.description.regions.get(usize::from(bar))?.size;
+        let address = ctx.bar_address(usize::from(bar)).filter(|&a| a != 0)?;
+        AddressRange::from_start_and_size(address, size)
     }
 
     fn config_read(&mut self, offset: u64, data: &mut [u8]) -> io::Result<()> {
@@ -304,7 +327,7 @@ impl Device for PciDeviceAdapter {
 
     fn region_read(
         &mut self,
-        _ctx: &mut DeviceContext,
+        ctx: &mut DeviceContext,
         index: u32,
         offset: u64,
         data: &mut [u8],
@@ -316,7 +339,7 @@ impl Device for PciDeviceAdapter {
                 self.host_visible_access(|memory| memory.read(offset, data))
             }
             0..=5 => {
-                let instance = self.started_instance()?;
+                let instance = self.started_instance(ctx)?;
                 instance.device.read_bar(index as usize, offset, data);
                 Ok(())
             }
@@ -326,7 +349,7 @@ impl Device for PciDeviceAdapter {
 
     fn region_write(
         &mut self,
-        _ctx: &mut DeviceContext,
+        ctx: &mut DeviceContext,
         index: u32,
         offset: u64,
         data: &[u8],
@@ -339,7 +362,7 @@ impl Device for PciDeviceAdapter {
             0..=5 => {
                 // A write to the notify area signals the queue's event: crosvm's write_bar does
                 // that itself whether or not an ioevent was registered for it.
-                let instance = self.started_instance()?;
+                let instance = self.started_instance(ctx)?;
                 instance.device.write_bar(index as usize, offset, data);
                 Ok(())
             }

@@ -158,6 +158,8 @@ struct Instance {
     services: VmServices,
     /// `ClientMemory::generation` of the maps the device's memory was built from.
     memory_generation: u64,
+    /// Where the device was told its shared memory BAR lies, when the client had placed it.
+    shared_memory_at: Option<u64>,
     /// A BAR was accessed: the driver runs, so the device is no longer rebuilt.
     started: bool,
     host_visible: Option<HostVisibleBar>,
@@ -175,11 +177,16 @@ impl Drop for Instance {
 
 /// Builds and sets up a device as crosvm's `arch` does for a VM, against a standalone allocator:
 /// address, I/O and device BARs, INTx, capabilities, then `on_device_sandboxed`.
+///
+/// With `shared_memory_at`, the device's shared memory BAR gets that address, where the client
+/// placed it: a device may hand its driver addresses inside the BAR (virtio-wl does, to drivers
+/// without VIRTIO_WL_F_USE_SHMEM). The device's other BARs keep addresses nothing sees.
 fn build_instance(
     factory: &mut PciDeviceFactory,
     memory: &ClientMemory,
     interrupts: Interrupts,
     host_visible: Option<HostVisibleBar>,
+    shared_memory_at: Option<AddressRange>,
 ) -> anyhow::Result<Instance> {
     let memory_generation = memory.generation();
     let guest_memory = guest_memory_from_maps(memory)?;
@@ -187,7 +194,10 @@ fn build_instance(
     let (services, endpoints, intx) =
         VmServices::start(interrupts, host_visible.clone(), memory.clone())?;
     let mut device = factory(guest_memory, endpoints)?;
-    let mut allocator = standalone_allocator()?;
+    let mut allocator = match shared_memory_at {
+        Some(range) => allocator_placing(range)?,
+        None => standalone_allocator()?,
+    };
     device.allocate_address(&mut allocator)?;
     device.allocate_io_bars(&mut allocator)?;
     device.allocate_device_bars(&mut allocator)?;
@@ -205,6 +215,7 @@ fn build_instance(
         _memory_guards: memory_guards,
         services,
         memory_generation,
+        shared_memory_at: shared_memory_at.map(|range| range.start),
         started: false,
         host_visible,
     })
@@ -216,6 +227,27 @@ pub fn standalone_allocator() -> anyhow::Result<SystemAllocator> {
         io: Some(AddressRange::from_start_and_end(0x1000, 0xffff)),
         low_mmio: AddressRange::from_start_and_end(0xc000_0000, 0xfebf_ffff),
         high_mmio: AddressRange::from_start_and_end(0x10_0000_0000, 0xff_ffff_ffff),
+        platform_mmio: None,
+        first_irq: 5,
+    };
+    Ok(SystemAllocator::new(config, None, &[])?)
+}
+
+/// A standalone allocator whose only 64-bit prefetchable space is `range`, which the shared memory
+/// BAR (the one prefetchable BAR of a virtio device) then takes whole; the 32-bit BARs go
+/// elsewhere.
+fn allocator_placing(range: AddressRange) -> anyhow::Result<SystemAllocator> {
+    let low = [
+        AddressRange::from_start_and_end(0xc000_0000, 0xfebf_ffff),
+        AddressRange::from_start_and_end(0x8000_0000, 0xbfff_ffff),
+    ]
+    .into_iter()
+    .find(|low| !low.overlaps(range))
+    .context("no 32-bit MMIO space beside the shared memory BAR")?;
+    let config = SystemAllocatorConfig {
+        io: Some(AddressRange::from_start_and_end(0x1000, 0xffff)),
+        low_mmio: low,
+        high_mmio: range,
         platform_mmio: None,
         first_irq: 5,
     };
