@@ -55,12 +55,14 @@ use crosvm_common::confined_as;
 use crosvm_common::confined_while_serving;
 use crosvm_common::crosvm;
 use crosvm_common::crosvm_serving;
+use crosvm_common::frames_on_screen;
 use crosvm_common::no_seccomp_violation;
 use crosvm_common::pattern;
 use crosvm_common::run_confined;
 use crosvm_common::sandboxed;
 use crosvm_common::serving_process;
 use crosvm_common::with_device_report;
+use crosvm_common::FramesShown;
 use crosvm_common::Jail;
 use crosvm_common::UNPRIVILEGED_UID;
 
@@ -806,23 +808,8 @@ fn cross_domain_frames_reach<C: Compositor + Send + Sync + 'static>(
     let (width, height) = (640, 480);
     let compositor = Arc::new(start(&env, name, width, height)?);
     let program = programs::build(&env, "wayland-pattern")?;
-    let checks: Arc<Mutex<Vec<std::result::Result<u32, String>>>> = Arc::default();
-    let responder = {
-        let (compositor, checks) = (compositor.clone(), checks.clone());
-        Responder(Arc::new(move |line: &str| {
-            let rest = line.split("@@SHOW ").nth(1)?;
-            let field = |key: &str| -> Option<u32> {
-                rest.split_whitespace()
-                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-            };
-            let (frame, w, h) = (field("frame")?, field("width")?, field("height")?);
-            checks
-                .lock()
-                .unwrap()
-                .push(frame_on_screen(compositor.as_ref(), frame, w, h));
-            Some("\n".to_string())
-        }))
-    };
+    let checks = FramesShown::default();
+    let responder = frames_on_screen(compositor.clone(), checks.clone());
     let server = format!(
         "{} device vfio-user-server gpu --socket {{socket}} --wayland-sock {} {flag} \
          --params '{{\"context-types\":\"cross-domain\",\"displays\":[{{\"mode\":{{\"windowed\":[{width},{height}]}}}}]}}' {}",
@@ -922,22 +909,6 @@ fn relay_connections_of(servers: &Servers, count: usize) -> Result<Vec<RelayConn
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Waits until the compositor's output shows frame `frame` of the pattern. Returns the frame, or
-/// how the last screenshot differed.
-fn frame_on_screen(
-    compositor: &impl Compositor,
-    frame: u32,
-    width: u32,
-    height: u32,
-) -> std::result::Result<u32, String> {
-    compositor
-        .wait_for_frame(width, height, |x, y| {
-            guest_programs::pattern(frame, x, y, width, height)
-        })
-        .map(|()| frame)
-        .map_err(|diff| format!("frame {frame} never on screen: {diff}"))
 }
 
 fn crosvm_rng_is_confined() -> Checked {

@@ -20,7 +20,6 @@
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use integration::checks;
@@ -33,16 +32,17 @@ use integration::guest::programs;
 use integration::guest::shell_quote_path;
 use integration::guest::Boot;
 use integration::guest::GuestEnv;
-use integration::guest::Responder;
 
 mod crosvm_common;
 
 use crosvm_common::boot_in;
 use crosvm_common::crosvm_serving;
+use crosvm_common::frames_on_screen;
 use crosvm_common::no_seccomp_violation;
 use crosvm_common::run_confined;
 use crosvm_common::sandboxed;
 use crosvm_common::with_device_report;
+use crosvm_common::FramesShown;
 use crosvm_common::Jail;
 use crosvm_common::Scratch;
 
@@ -113,24 +113,8 @@ fn crosvm_wl_frames_reach_weston() -> Checked {
     let (width, height) = (640, 480);
     let compositor = Arc::new(Weston::start(&env, name, width, height)?);
     let program = programs::build(&env, "wl-pattern")?;
-    let shown: Arc<Mutex<Vec<Result<u32, String>>>> = Arc::default();
-    let responder = {
-        let (compositor, shown) = (compositor.clone(), shown.clone());
-        Responder(Arc::new(move |line: &str| {
-            let rest = line.split("@@SHOW ").nth(1)?;
-            let field = |key: &str| -> Option<u32> {
-                rest.split_whitespace()
-                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-            };
-            let (frame, w, h) = (field("frame")?, field("width")?, field("height")?);
-            let on_screen = compositor
-                .wait_for_frame(w, h, |x, y| guest_programs::pattern(frame, x, y, w, h))
-                .map(|()| frame)
-                .map_err(|diff| format!("frame {frame} never on screen: {diff}"));
-            shown.lock().unwrap().push(on_screen);
-            Some("\n".to_string())
-        }))
-    };
+    let shown = FramesShown::default();
+    let responder = frames_on_screen(compositor.clone(), shown.clone());
     let socket = compositor.socket();
     let boot = Boot {
         name: name.to_string(),

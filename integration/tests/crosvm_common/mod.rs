@@ -11,6 +11,8 @@
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -21,10 +23,12 @@ use integration::checks::skip;
 use integration::checks::Checked;
 use integration::checks::NotPassed;
 use integration::guest;
+use integration::guest::compositor::Compositor;
 use integration::guest::shell_quote;
 use integration::guest::Boot;
 use integration::guest::GuestEnv;
 use integration::guest::GuestRun;
+use integration::guest::Responder;
 use integration::guest::Servers;
 use integration::procfs::descendants;
 use integration::sandbox::jail_value;
@@ -406,4 +410,33 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// What a guest program drawing the pattern (wayland-pattern, wl-pattern) showed: per
+/// `@@SHOW` line, the frame once on the compositor's screen, or how the screen differed.
+pub type FramesShown = Arc<Mutex<Vec<std::result::Result<u32, String>>>>;
+
+/// Answers each `@@SHOW frame=N width=W height=H` line of such a program once `compositor`
+/// shows that frame of the pattern (or never does), recording which in `shown`, with the newline
+/// the program waits for before its next frame.
+pub fn frames_on_screen<C: Compositor + Send + Sync + 'static>(
+    compositor: Arc<C>,
+    shown: FramesShown,
+) -> Responder {
+    Responder(Arc::new(move |line: &str| {
+        let rest = line.split("@@SHOW ").nth(1)?;
+        let field = |key: &str| -> Option<u32> {
+            rest.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+        };
+        let (frame, width, height) = (field("frame")?, field("width")?, field("height")?);
+        let on_screen = compositor
+            .wait_for_frame(width, height, |x, y| {
+                guest_programs::pattern(frame, x, y, width, height)
+            })
+            .map(|()| frame)
+            .map_err(|diff| format!("frame {frame} never on screen: {diff}"));
+        shown.lock().unwrap().push(on_screen);
+        Some("\n".to_string())
+    }))
 }
